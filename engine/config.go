@@ -1,0 +1,225 @@
+package engine
+
+import (
+	"cmp"
+	"fmt"
+	"log/slog"
+	"os"
+	"regexp"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Defaults for Config. Every zero field of a Config is replaced by its default
+// in WithDefaults.
+const (
+	SchemaDefault            = "postrelay"
+	PartitionsDefault        = 64
+	PartitionsMax            = 1024
+	BatchSizeDefault         = 500
+	BatchSizeMax             = 10000
+	PollIntervalDefault      = time.Second
+	HeartbeatIntervalDefault = time.Second
+	LeaseTTLDefault          = 10 * time.Second
+	MaxAttemptsDefault       = 10
+	RetryInitialDefault      = time.Second
+	RetryMaxDefault          = 5 * time.Minute
+	RetryJitterDefault       = 0.2
+	PublishTimeoutDefault    = 30 * time.Second
+	StopTimeoutDefault       = 15 * time.Second
+	EventBufferDefault       = 4096
+	MaxPayloadBytesDefault   = 16 << 20
+	NotifyIntervalDefault    = 5 * time.Millisecond
+)
+
+// Config configures the writer, the engine and migrations. The zero value is
+// usable: every field has a default.
+type Config struct {
+	// Schema is the PostgreSQL schema holding postrelay's tables. It must be
+	// a lower-case identifier of at most 50 characters ([a-z_][a-z0-9_]*).
+	// Defaults to "postrelay".
+	Schema string
+
+	// Partitions is the number of partitions Migrate creates the schema with.
+	// It is fixed at creation: the writer and the engine read the count from
+	// the database, and Migrate refuses a different count for an existing
+	// schema. Between 1 and 1024. Defaults to 64.
+	Partitions int
+
+	// InstanceID names this relay instance in the instances and partitions
+	// tables. It must be unique among live instances. Defaults to
+	// "<hostname>-<pid>-<random>".
+	InstanceID string
+
+	// BatchSize is the most records a partition actor fetches, publishes and
+	// completes at once. Defaults to 500.
+	BatchSize int
+
+	// PollInterval is how often a partition actor looks for records when no
+	// notification woke it: the fallback when LISTEN/NOTIFY is unavailable or
+	// a notification was skipped. Defaults to 1s.
+	PollInterval time.Duration
+
+	// HeartbeatInterval is how often the coordinator heartbeats, renews its
+	// leases and rebalances. Defaults to 1s.
+	HeartbeatInterval time.Duration
+
+	// LeaseTTL is how long a partition lease (and an instance heartbeat)
+	// stays valid without renewal. A crashed instance's partitions are taken
+	// over after at most LeaseTTL plus one HeartbeatInterval. Must be at least
+	// three heartbeat intervals. Defaults to 10s.
+	LeaseTTL time.Duration
+
+	// MaxAttempts is how many delivery attempts a record gets before it is
+	// moved to the dead letters. Defaults to 10.
+	MaxAttempts int
+
+	// RetryInitial is the backoff after the first failed attempt; it doubles
+	// with every further failure. Defaults to 1s.
+	RetryInitial time.Duration
+
+	// RetryMax caps the retry backoff. Defaults to 5m.
+	RetryMax time.Duration
+
+	// RetryJitter spreads each backoff by ±RetryJitter of its length, between
+	// 0 and 1. Defaults to 0.2. Use NoJitter for none.
+	RetryJitter float64
+
+	// MaxConcurrentPartitions bounds how many partitions of this instance
+	// publish at the same time (and so the broker connections in use). 0
+	// means no bound. Defaults to 0.
+	MaxConcurrentPartitions int
+
+	// PublishTimeout is set as the deadline of each message's context during
+	// Publish. Publishers that honour the message context give up then, and
+	// the attempt counts as failed. Defaults to 30s.
+	PublishTimeout time.Duration
+
+	// StopTimeout bounds a graceful stop: actors finishing their batch and
+	// leases being released. Defaults to 15s.
+	StopTimeout time.Duration
+
+	// EventBuffer is the capacity of each channel returned by Events. When a
+	// reader falls behind, events are dropped (and counted), never blocking
+	// delivery. Defaults to 4096.
+	EventBuffer int
+
+	// MaxPayloadBytes is the largest payload Writer.Write accepts. Defaults
+	// to 16 MiB.
+	MaxPayloadBytes int
+
+	// NotifyInterval rate-limits the writer's wake-up notifications: at most
+	// one per partition per interval and process. A skipped notification
+	// costs at most one PollInterval of latency. Defaults to 5ms.
+	NotifyInterval time.Duration
+
+	// DisableNotify turns off LISTEN/NOTIFY wake-ups in the writer and the
+	// engine; relays then find records by polling alone.
+	DisableNotify bool
+
+	// Logger receives structured logs. nil discards them.
+	Logger *slog.Logger
+
+	// Observer receives a hook per delivery attempt and every event, for
+	// tracing and metrics (see package tracing). nil means none.
+	Observer Observer
+}
+
+// NoJitter is the RetryJitter value for no jitter at all (0 means default).
+const NoJitter = -1
+
+var schemaRe = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,49}$`)
+
+// WithDefaults returns a copy of c with every zero field set to its default.
+func (c Config) WithDefaults() Config {
+	c.Schema = cmp.Or(c.Schema, SchemaDefault)
+	c.Partitions = cmp.Or(c.Partitions, PartitionsDefault)
+	c.InstanceID = cmp.Or(c.InstanceID, defaultInstanceID())
+	c.BatchSize = cmp.Or(c.BatchSize, BatchSizeDefault)
+	c.PollInterval = cmp.Or(c.PollInterval, PollIntervalDefault)
+	c.HeartbeatInterval = cmp.Or(c.HeartbeatInterval, HeartbeatIntervalDefault)
+	c.LeaseTTL = cmp.Or(c.LeaseTTL, LeaseTTLDefault)
+	c.MaxAttempts = cmp.Or(c.MaxAttempts, MaxAttemptsDefault)
+	c.RetryInitial = cmp.Or(c.RetryInitial, RetryInitialDefault)
+	c.RetryMax = cmp.Or(c.RetryMax, RetryMaxDefault)
+	c.RetryJitter = cmp.Or(c.RetryJitter, RetryJitterDefault)
+	c.PublishTimeout = cmp.Or(c.PublishTimeout, PublishTimeoutDefault)
+	c.StopTimeout = cmp.Or(c.StopTimeout, StopTimeoutDefault)
+	c.EventBuffer = cmp.Or(c.EventBuffer, EventBufferDefault)
+	c.MaxPayloadBytes = cmp.Or(c.MaxPayloadBytes, MaxPayloadBytesDefault)
+	c.NotifyInterval = cmp.Or(c.NotifyInterval, NotifyIntervalDefault)
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Validate reports the first invalid field, naming it and its value. It
+// expects a config with defaults applied.
+func (c Config) Validate() error {
+	bad := func(field string, value any, why string) error {
+		return fmt.Errorf("%w: %s = %v: %s", ErrInvalidConfig, field, value, why)
+	}
+	switch {
+	case !schemaRe.MatchString(c.Schema):
+		return bad("Schema", fmt.Sprintf("%q", c.Schema), "must match [a-z_][a-z0-9_]* and be at most 50 characters")
+	case c.Partitions < 1 || c.Partitions > PartitionsMax:
+		return bad("Partitions", c.Partitions, fmt.Sprintf("must be between 1 and %d", PartitionsMax))
+	case len(c.InstanceID) > 200:
+		return bad("InstanceID", fmt.Sprintf("%q", c.InstanceID), "must be at most 200 characters")
+	case c.BatchSize < 1 || c.BatchSize > BatchSizeMax:
+		return bad("BatchSize", c.BatchSize, fmt.Sprintf("must be between 1 and %d", BatchSizeMax))
+	case c.PollInterval < time.Millisecond:
+		return bad("PollInterval", c.PollInterval, "must be at least 1ms")
+	case c.HeartbeatInterval < 10*time.Millisecond:
+		return bad("HeartbeatInterval", c.HeartbeatInterval, "must be at least 10ms")
+	case c.LeaseTTL < 3*c.HeartbeatInterval:
+		return bad("LeaseTTL", c.LeaseTTL, fmt.Sprintf("must be at least 3 × HeartbeatInterval (%v)", c.HeartbeatInterval))
+	case c.MaxAttempts < 1:
+		return bad("MaxAttempts", c.MaxAttempts, "must be at least 1")
+	case c.RetryInitial <= 0:
+		return bad("RetryInitial", c.RetryInitial, "must be positive")
+	case c.RetryMax < c.RetryInitial:
+		return bad("RetryMax", c.RetryMax, "must be at least RetryInitial")
+	case c.RetryJitter != NoJitter && (c.RetryJitter < 0 || c.RetryJitter > 1):
+		return bad("RetryJitter", c.RetryJitter, "must be between 0 and 1 (or NoJitter)")
+	case c.MaxConcurrentPartitions < 0:
+		return bad("MaxConcurrentPartitions", c.MaxConcurrentPartitions, "must not be negative")
+	case c.PublishTimeout <= 0:
+		return bad("PublishTimeout", c.PublishTimeout, "must be positive")
+	case c.StopTimeout <= 0:
+		return bad("StopTimeout", c.StopTimeout, "must be positive")
+	case c.EventBuffer < 1:
+		return bad("EventBuffer", c.EventBuffer, "must be at least 1")
+	case c.MaxPayloadBytes < 1 || c.MaxPayloadBytes > 1<<30-1:
+		return bad("MaxPayloadBytes", c.MaxPayloadBytes, "must be between 1 and 1 GiB - 1 (PostgreSQL's bytea limit)")
+	case c.NotifyInterval < 0:
+		return bad("NotifyInterval", c.NotifyInterval, "must not be negative")
+	}
+	return nil
+}
+
+// prepared returns c with defaults applied, validated.
+func (c Config) prepared() (Config, error) {
+	c = c.WithDefaults()
+	if err := c.Validate(); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+// ident returns the quoted schema-qualified name of a postrelay object.
+func (c Config) ident(name string) string {
+	return pgx.Identifier{c.Schema, name}.Sanitize()
+}
+
+// NotifyChannel is the LISTEN/NOTIFY channel the writer and engine use.
+func (c Config) NotifyChannel() string {
+	return "postrelay_" + cmp.Or(c.Schema, SchemaDefault)
+}
+
+func defaultInstanceID() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s-%d-%s", cmp.Or(host, "unknown"), os.Getpid(), randomSuffix())
+}

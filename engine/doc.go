@@ -1,0 +1,76 @@
+// Package engine is postrelay's transactional outbox: the Writer that stores
+// records in the caller's transaction, and the Engine that relays committed
+// records to any Watermill message.Publisher, at least once, in order per
+// key, across any number of relay instances.
+//
+// # Model
+//
+// Records live in <schema>.records, spread over a fixed number of partitions
+// (default 64, fixed at Migrate) by MurmurHash3 x86_32 of the key:
+// (murmur3(key) & 0x7fffffff) % partitions. The same function exists in SQL
+// as <schema>.partition_for, and <schema>.enqueue writes a record from any
+// SQL client or trigger with the same partitioning.
+//
+// Each Engine runs a coordinator actor and one partition actor per partition
+// it owns, each in its own supervised goroutine (package actors). The
+// coordinator heartbeats into <schema>.instances, computes which partitions
+// are its own by rendezvous hashing over the live instances, and holds a
+// lease on each. A partition actor fetches available records in id order,
+// skipping records whose key has an earlier record held back (delivery delay
+// or retry backoff), publishes each through the publisher, and completes the
+// batch in one statement fenced by its lease: delivered rows are deleted,
+// failed ones get attempts+1 and a backoff, exhausted ones move to
+// <schema>.dead_letters. The Writer NOTIFYs the partition on commit; every
+// instance LISTENs and wakes its actor for that partition; polling every
+// PollInterval is the fallback.
+//
+// # Leases and fencing
+//
+// A lease is the row <schema>.partitions(partition, owner, epoch,
+// lease_until). All times are the database's now().
+//
+//	             acquire: owner=me, epoch=epoch+1, lease_until=now()+TTL
+//	             (only if owner IS NULL, or lease_until <= now(), or owner=me)
+//	  ┌──────┐ ───────────────────────────────────────────────▶ ┌──────┐
+//	  │ free │                                                    │ held │──┐ renew every heartbeat:
+//	  └──────┘ ◀─────────────────────────────────────────────── └──────┘◀─┘ lease_until=now()+TTL
+//	      ▲      release (rebalance, shutdown): owner=NULL          │        WHERE owner=me AND epoch=e
+//	      │      WHERE owner=me AND epoch=e                         │
+//	      └──────────── lease_until passes without renewal ─────────┘
+//	                    (crash, pause, partition): "expired", which
+//	                    acquire treats as free
+//
+// The fencing rules:
+//
+//  1. Every acquisition increments epoch. An actor is bound to the epoch it
+//     was started with.
+//  2. Completing a batch is one statement that first locks the partition row
+//     (FOR SHARE) WHERE owner=me AND epoch=e AND lease_until > now(). If that
+//     finds no row, the statement writes nothing and the actor stops with
+//     ErrLeaseLost. The row lock serializes completion with a takeover, so a
+//     stale owner (paused past its lease, or cut off) can never commit
+//     progress after another instance acquired the partition.
+//  3. An actor publishes only while its local lease deadline — the local
+//     time the last successful renewal was sent plus LeaseTTL — lies in the
+//     future. Since the database set lease_until from a later now(), an
+//     owner stops publishing before another instance can acquire the lease
+//     (barring clock-rate drift larger than the TTL), so two live instances
+//     do not publish one partition at the same time.
+//  4. A graceful stop finishes and completes the batch in flight, then
+//     releases the leases at once: other instances take over on their next
+//     heartbeat instead of after the TTL.
+//
+// A publish whose completion is fenced off (or never committed, as when the
+// process is killed) is published again by the next owner: delivery is at
+// least once, never exactly once. Consumers deduplicate by message UUID,
+// which is the record's message id, stable across attempts.
+//
+// # Events
+//
+// The engine is event-sourced in this sense: a partition actor's state
+// changes only by applying events (lease acquired or lost, attempt
+// outcomes), each applied after the durable change behind it is committed,
+// and the state is rebuilt from the database when an actor starts on any
+// instance. The same events feed Engine.Events, the Observer (metrics,
+// package tracing) and the tests.
+package engine

@@ -1,0 +1,41 @@
+package engine
+
+import "errors"
+
+var (
+	// ErrLeaseLost means the partition's lease is no longer held with the
+	// epoch the actor was started with: another instance took it over, or it
+	// expired. A fenced statement that fails returns it; the actor stops
+	// without writing.
+	ErrLeaseLost = errors.New("postrelay: partition lease lost")
+
+	// ErrNotMigrated means the schema has not been created; run Migrate or
+	// `postrelay migrate` first.
+	ErrNotMigrated = errors.New("postrelay: schema is not migrated")
+
+	// ErrSchemaTooNew means the database schema was migrated by a newer
+	// postrelay than this binary knows; upgrade the binary.
+	ErrSchemaTooNew = errors.New("postrelay: database schema is newer than this binary")
+
+	// ErrPartitionsMismatch means Migrate was asked for a partition count
+	// other than the one the schema was created with. The count is fixed at
+	// creation.
+	ErrPartitionsMismatch = errors.New("postrelay: partition count differs from the migrated schema")
+
+	// ErrInvalidConfig wraps every configuration error returned by Validate.
+	ErrInvalidConfig = errors.New("postrelay: invalid config")
+
+	// ErrInvalidRecord wraps every error about a record passed to Writer.Write.
+	ErrInvalidRecord = errors.New("postrelay: invalid record")
+
+	// ErrUnsupportedTx is returned by Writer.Write for a transaction type it
+	// cannot write through.
+	ErrUnsupportedTx = errors.New("postrelay: unsupported transaction type")
+
+	// ErrEngineRunning is returned by Run when the engine is already running.
+	ErrEngineRunning = errors.New("postrelay: engine already running")
+
+	// ErrShutdown is the cancel cause an engine gives its actors on a
+	// graceful stop.
+	ErrShutdown = errors.New("postrelay: engine shutting down")
+)

@@ -1,0 +1,372 @@
+package engine
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Metadata keys the relay sets on every outgoing message. The record's own
+// metadata is carried as well; these names are reserved.
+const (
+	MetadataKey       = "postrelay_key"       // the record key (Kafka message key)
+	MetadataRecordID  = "postrelay_record_id" // the record's id in its schema
+	MetadataAttempt   = "postrelay_attempt"   // delivery attempt, 1 for the first
+	MetadataPartition = "postrelay_partition" // the record's partition
+)
+
+// Record is one outgoing message written in the caller's transaction.
+type Record struct {
+	// Topic is the Watermill topic the record is published to. Required.
+	Topic string
+	// Key orders records: for one key, record N+1 is never published before
+	// record N was published successfully. It also chooses the partition.
+	// Empty means no ordering: the message id is used as the key.
+	Key string
+	// Payload is the message body. Required (empty is fine, nil is not).
+	Payload []byte
+	// Metadata is carried into the outgoing message's metadata.
+	Metadata map[string]string
+	// DeliverAfter delays delivery by this long after the writing
+	// transaction's start (database clock). Later records of the same key
+	// wait for it.
+	DeliverAfter time.Duration
+	// MessageID becomes the Watermill message UUID, stable across retries
+	// for consumer deduplication. Defaults to a new UUIDv7.
+	MessageID string
+}
+
+// copyThreshold is the batch size from which a pgx transaction writes with
+// COPY instead of a multi-row INSERT.
+const copyThreshold = 256
+
+// insertChunk is the most rows one multi-row INSERT carries.
+const insertChunk = 1000
+
+// Writer writes records inside the caller's transaction. It is cheap, safe
+// for concurrent use and meant to be reused. It reads the partition count
+// from the database on first use.
+type Writer struct {
+	cfg        Config
+	cfgErr     error
+	insert     string // INSERT prefix
+	partitions atomic.Int32
+	lastNotify []atomic.Int64 // per partition, unix nanos; sized on first use
+}
+
+// NewWriter returns a writer for the schema in cfg. An invalid config is
+// reported by every Write.
+func NewWriter(cfg Config) *Writer {
+	cfg, err := cfg.prepared()
+	return &Writer{
+		cfg:    cfg,
+		cfgErr: err,
+		insert: "INSERT INTO " + cfg.ident("records") +
+			" (partition, key, topic, message_id, payload, metadata, available_at) VALUES ",
+	}
+}
+
+// Write stores records in tx, which must be a pgx.Tx (or anything with pgx's
+// Exec, QueryRow and CopyFrom, such as *pgxpool.Conn) or a *sql.Tx (or
+// anything with ExecContext and QueryRowContext). The records exist if and
+// only if tx commits. Many records at once go in one round trip (COPY from
+// 256 records on pgx). The owning relay is woken by a NOTIFY that PostgreSQL
+// sends only when tx commits.
+func (w *Writer) Write(ctx context.Context, tx any, recs ...Record) error {
+	if w.cfgErr != nil {
+		return w.cfgErr
+	}
+	if len(recs) == 0 {
+		return nil
+	}
+	var q querier
+	switch t := tx.(type) {
+	case pgxQuerier:
+		q = pgxAdapter{t}
+	case sqlQuerier:
+		q = sqlAdapter{t}
+	case nil:
+		return fmt.Errorf("%w: tx is nil", ErrUnsupportedTx)
+	default:
+		return fmt.Errorf("%w: %T (want pgx.Tx or *sql.Tx)", ErrUnsupportedTx, tx)
+	}
+	n, err := w.partitionCount(ctx, q)
+	if err != nil {
+		return err
+	}
+	rows := make([]row, len(recs))
+	for i := range recs {
+		if err := w.prepare(ctx, &recs[i], &rows[i], i, n); err != nil {
+			return err
+		}
+	}
+	if p, ok := q.(pgxAdapter); ok && len(rows) >= copyThreshold {
+		if err := w.copy(ctx, p.tx, rows); err != nil {
+			return err
+		}
+		return w.notify(ctx, q, rows)
+	}
+	for start := 0; start < len(rows); start += insertChunk {
+		chunk := rows[start:min(start+insertChunk, len(rows))]
+		if err := w.insertRows(ctx, q, chunk); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// row is a record ready to store.
+type row struct {
+	partition int
+	key       string
+	topic     string
+	messageID string
+	payload   []byte
+	metadata  []byte
+	delayUS   int64
+}
+
+func (w *Writer) prepare(ctx context.Context, r *Record, out *row, i, partitions int) error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: record %d (topic %q): %s", ErrInvalidRecord, i, r.Topic, fmt.Sprintf(format, args...))
+	}
+	switch {
+	case r.Topic == "":
+		return fmt.Errorf("%w: record %d: topic is empty", ErrInvalidRecord, i)
+	case len(r.Topic) > 255 || !utf8.ValidString(r.Topic) || strings.ContainsRune(r.Topic, 0):
+		return bad("topic must be valid UTF-8 without NUL, at most 255 bytes")
+	case r.Payload == nil:
+		return bad("payload is nil (use []byte{} for an empty payload)")
+	case len(r.Payload) > w.cfg.MaxPayloadBytes:
+		return bad("payload is %d bytes, more than MaxPayloadBytes (%d)", len(r.Payload), w.cfg.MaxPayloadBytes)
+	case !utf8.ValidString(r.Key) || strings.ContainsRune(r.Key, 0):
+		return bad("key must be valid UTF-8 without NUL")
+	case r.DeliverAfter < 0:
+		return bad("DeliverAfter is negative (%v)", r.DeliverAfter)
+	}
+	id := r.MessageID
+	if id == "" {
+		u, err := uuid.NewV7()
+		if err != nil {
+			return fmt.Errorf("postrelay: new message id: %w", err)
+		}
+		id = u.String()
+	} else if !utf8.ValidString(id) || strings.ContainsRune(id, 0) || len(id) > 255 {
+		return bad("message id must be valid UTF-8 without NUL, at most 255 bytes")
+	}
+	key := r.Key
+	if key == "" {
+		key = id
+	}
+	md := r.Metadata
+	if w.cfg.Observer != nil {
+		md = make(map[string]string, len(r.Metadata)+1)
+		for k, v := range r.Metadata {
+			md[k] = v
+		}
+		w.cfg.Observer.InjectWrite(ctx, md)
+	}
+	var mdJSON []byte
+	if len(md) == 0 {
+		mdJSON = []byte("{}")
+	} else {
+		var err error
+		if mdJSON, err = json.Marshal(md); err != nil {
+			return bad("metadata: %v", err)
+		}
+	}
+	*out = row{
+		partition: Partition(key, partitions),
+		key:       key,
+		topic:     r.Topic,
+		messageID: id,
+		payload:   r.Payload,
+		metadata:  mdJSON,
+		delayUS:   r.DeliverAfter.Microseconds(),
+	}
+	return nil
+}
+
+func (w *Writer) partitionCount(ctx context.Context, q querier) (int, error) {
+	if n := w.partitions.Load(); n > 0 {
+		return int(n), nil
+	}
+	var v string
+	if err := q.queryRow(ctx, "SELECT value FROM "+w.cfg.ident("meta")+" WHERE key = 'partitions'", &v); err != nil {
+		return 0, fmt.Errorf("postrelay: writer: read partition count of schema %q (is it migrated?): %w", w.cfg.Schema, err)
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > PartitionsMax {
+		return 0, fmt.Errorf("postrelay: writer: schema %q has an invalid partition count %q", w.cfg.Schema, v)
+	}
+	w.lastNotify = make([]atomic.Int64, n)
+	w.partitions.Store(int32(n))
+	return n, nil
+}
+
+// notifyList returns the distinct partitions of rows to notify, honouring the
+// per-partition rate limit.
+func (w *Writer) notifyList(rows []row) []int {
+	if w.cfg.DisableNotify {
+		return nil
+	}
+	var ps []int
+	now := time.Now().UnixNano()
+	interval := w.cfg.NotifyInterval.Nanoseconds()
+	for _, r := range rows {
+		dup := false
+		for _, p := range ps {
+			if p == r.partition {
+				dup = true
+				break
+			}
+		}
+		if dup {
+			continue
+		}
+		if interval > 0 {
+			last := &w.lastNotify[r.partition]
+			prev := last.Load()
+			if now-prev < interval || !last.CompareAndSwap(prev, now) {
+				continue
+			}
+		}
+		ps = append(ps, r.partition)
+	}
+	return ps
+}
+
+// notifySelect returns "SELECT pg_notify(...) FROM (VALUES ...)" for ps.
+func (w *Writer) notifySelect(ps []int) string {
+	var b strings.Builder
+	b.WriteString("SELECT pg_notify('")
+	b.WriteString(w.cfg.NotifyChannel()) // schema is validated: [a-z0-9_]
+	b.WriteString("', p::text) FROM (VALUES ")
+	for i, p := range ps {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteByte('(')
+		b.WriteString(strconv.Itoa(p))
+		b.WriteByte(')')
+	}
+	b.WriteString(") AS n(p)")
+	return b.String()
+}
+
+func (w *Writer) notify(ctx context.Context, q querier, rows []row) error {
+	ps := w.notifyList(rows)
+	if len(ps) == 0 {
+		return nil
+	}
+	if err := q.exec(ctx, w.notifySelect(ps)); err != nil {
+		return fmt.Errorf("postrelay: writer: notify: %w", err)
+	}
+	return nil
+}
+
+// insertRows writes rows with one multi-row INSERT, notifying in the same
+// statement.
+func (w *Writer) insertRows(ctx context.Context, q querier, rows []row) error {
+	var b strings.Builder
+	ps := w.notifyList(rows)
+	if len(ps) > 0 {
+		b.WriteString("WITH ins AS (")
+	}
+	b.WriteString(w.insert)
+	args := make([]any, 0, len(rows)*7)
+	for i, r := range rows {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		n := i * 7
+		fmt.Fprintf(&b, "($%d::int,$%d,$%d,$%d,$%d::bytea,$%d::jsonb,CASE WHEN $%d::bigint > 0 THEN now() + $%d::bigint * interval '1 microsecond' END)",
+			n+1, n+2, n+3, n+4, n+5, n+6, n+7, n+7)
+		args = append(args, r.partition, r.key, r.topic, r.messageID, r.payload, string(r.metadata), r.delayUS)
+	}
+	if len(ps) > 0 {
+		b.WriteString(") ")
+		b.WriteString(w.notifySelect(ps))
+	}
+	if err := q.exec(ctx, b.String(), args...); err != nil {
+		return fmt.Errorf("postrelay: writer: insert %d records into schema %q: %w", len(rows), w.cfg.Schema, err)
+	}
+	return nil
+}
+
+// copy writes rows with COPY. Delays are turned into absolute times with the
+// transaction's now(), the value an INSERT would have used.
+func (w *Writer) copy(ctx context.Context, tx pgxQuerier, rows []row) error {
+	var txNow time.Time
+	for _, r := range rows {
+		if r.delayUS > 0 {
+			if err := tx.QueryRow(ctx, "SELECT now()").Scan(&txNow); err != nil {
+				return fmt.Errorf("postrelay: writer: read transaction time: %w", err)
+			}
+			break
+		}
+	}
+	src := pgx.CopyFromSlice(len(rows), func(i int) ([]any, error) {
+		r := rows[i]
+		var avail any
+		if r.delayUS > 0 {
+			avail = txNow.Add(time.Duration(r.delayUS) * time.Microsecond)
+		}
+		return []any{int32(r.partition), r.key, r.topic, r.messageID, r.payload, json.RawMessage(r.metadata), avail}, nil
+	})
+	_, err := tx.CopyFrom(ctx, pgx.Identifier{w.cfg.Schema, "records"},
+		[]string{"partition", "key", "topic", "message_id", "payload", "metadata", "available_at"}, src)
+	if err != nil {
+		return fmt.Errorf("postrelay: writer: copy %d records into schema %q: %w", len(rows), w.cfg.Schema, err)
+	}
+	return nil
+}
+
+// querier abstracts the two transaction APIs the writer supports.
+type querier interface {
+	exec(ctx context.Context, sql string, args ...any) error
+	queryRow(ctx context.Context, sql string, dest ...any) error
+}
+
+type pgxQuerier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	CopyFrom(ctx context.Context, table pgx.Identifier, columns []string, src pgx.CopyFromSource) (int64, error)
+}
+
+type sqlQuerier interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+type pgxAdapter struct{ tx pgxQuerier }
+
+func (a pgxAdapter) exec(ctx context.Context, s string, args ...any) error {
+	_, err := a.tx.Exec(ctx, s, args...)
+	return err
+}
+
+func (a pgxAdapter) queryRow(ctx context.Context, s string, dest ...any) error {
+	return a.tx.QueryRow(ctx, s).Scan(dest...)
+}
+
+type sqlAdapter struct{ tx sqlQuerier }
+
+func (a sqlAdapter) exec(ctx context.Context, s string, args ...any) error {
+	_, err := a.tx.ExecContext(ctx, s, args...)
+	return err
+}
+
+func (a sqlAdapter) queryRow(ctx context.Context, s string, dest ...any) error {
+	return a.tx.QueryRowContext(ctx, s).Scan(dest...)
+}

@@ -1,0 +1,102 @@
+package engine_test
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/stretchr/testify/require"
+
+	"github.com/postrelay/postrelay/engine"
+	"github.com/postrelay/postrelay/internal/pgtest"
+	"github.com/postrelay/postrelay/internal/recorder"
+)
+
+type nopPublisher struct{}
+
+func (nopPublisher) Publish(string, ...*message.Message) error { return nil }
+func (nopPublisher) Close() error                              { return nil }
+
+func TestWriterWorksWithDatabaseSQLTx(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	db, err := sql.Open("pgx", pgtest.URL())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	_ = stdlib.GetDefaultDriver()
+	ctx := context.Background()
+
+	tx, err := db.BeginTx(ctx, nil)
+	require.NoError(t, err)
+	require.NoError(t, b.writer.Write(ctx, tx, rec("t", "a", 1), rec("t", "b", 2),
+		engine.Record{Topic: "t", Key: "a", Payload: []byte{}, Metadata: map[string]string{"m": "v"}, DeliverAfter: time.Millisecond}))
+	require.NoError(t, tx.Commit())
+
+	tx, err = db.BeginTx(ctx, nil)
+	require.NoError(t, err)
+	require.NoError(t, b.writer.Write(ctx, tx, rec("t", "rolled", 3)))
+	require.NoError(t, tx.Rollback())
+	require.Equal(t, 3, count(t, b, "records"))
+
+	start(t, b, b.cfg, b.pub)
+	require.NoError(t, b.pub.WaitFor(10*time.Second, func(ds []recorder.Delivery) bool { return len(ds) == 3 }))
+	for _, d := range b.pub.Deliveries() {
+		require.NotEqual(t, "rolled", d.Key)
+	}
+}
+
+func TestWriterBulkCopyKeepsOrderAndDelays(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	const n = 3000
+	recs := make([]engine.Record, n)
+	for i := range recs {
+		recs[i] = engine.Record{Topic: "bulk", Key: fmt.Sprintf("k%d", i%37), Payload: fmt.Appendf(nil, "%d", i)}
+	}
+	recs[10].DeliverAfter = 300 * time.Millisecond // copy path converts the delay with the tx clock
+	tx, err := b.pool.Begin(ctx)
+	require.NoError(t, err)
+	require.NoError(t, b.writer.Write(ctx, tx, recs...))
+	var held int
+	require.NoError(t, tx.QueryRow(ctx, "SELECT count(*) FROM "+pgx.Identifier{b.cfg.Schema, "records"}.Sanitize()+
+		" WHERE available_at > now() + interval '200 milliseconds'").Scan(&held))
+	require.Equal(t, 1, held)
+	require.NoError(t, tx.Commit(ctx))
+	require.Equal(t, n, count(t, b, "records"))
+
+	start(t, b, b.cfg, b.pub)
+	require.NoError(t, b.pub.WaitFor(30*time.Second, func(ds []recorder.Delivery) bool { return len(ds) >= n }))
+	ds := b.pub.Deliveries()
+	require.NoError(t, recorder.CheckKeyOrder(ds))
+	require.Len(t, recorder.UniqueUUIDs(ds), n)
+}
+
+func TestWriterNeedsMigratedSchema(t *testing.T) {
+	t.Parallel()
+	pool, schema := pgtest.FreshSchema(t)
+	ctx := context.Background()
+	tx, err := pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(ctx) }()
+	err = engine.NewWriter(engine.Config{Schema: schema}).Write(ctx, tx, rec("t", "k", 1))
+	require.ErrorContains(t, err, "is it migrated?")
+	require.ErrorContains(t, err, schema)
+}
+
+func TestUnreachableDatabaseFailsRunWithAClearError(t *testing.T) {
+	t.Parallel()
+	pool := unreachablePool(t)
+	eng, err := engine.New(pool, nopPublisher{}, engine.Config{})
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = eng.Run(ctx)
+	require.Error(t, err)
+	require.ErrorContains(t, err, "127.0.0.1")
+}
