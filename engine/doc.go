@@ -29,16 +29,16 @@
 // A lease is the row <schema>.partitions(partition, owner, epoch,
 // lease_until). All times are the database's now().
 //
-//	             acquire: owner=me, epoch=epoch+1, lease_until=now()+TTL
-//	             (only if owner IS NULL, or lease_until <= now(), or owner=me)
-//	  ┌──────┐ ───────────────────────────────────────────────▶ ┌──────┐
-//	  │ free │                                                    │ held │──┐ renew every heartbeat:
-//	  └──────┘ ◀─────────────────────────────────────────────── └──────┘◀─┘ lease_until=now()+TTL
-//	      ▲      release (rebalance, shutdown): owner=NULL          │        WHERE owner=me AND epoch=e
-//	      │      WHERE owner=me AND epoch=e                         │
-//	      └──────────── lease_until passes without renewal ─────────┘
-//	                    (crash, pause, partition): "expired", which
-//	                    acquire treats as free
+//	           acquire: owner=me, epoch=epoch+1, lease_until=now()+TTL
+//	           (only if owner IS NULL, or lease_until <= now(), or owner=me)
+//	┌──────┐ ───────────────────────────────────────────────▶ ┌──────┐
+//	│ free │                                                    │ held │──┐ renew every heartbeat:
+//	└──────┘ ◀─────────────────────────────────────────────── └──────┘◀─┘ lease_until=now()+TTL
+//	    ▲      release (rebalance, shutdown): owner=NULL          │        WHERE owner=me AND epoch=e
+//	    │      WHERE owner=me AND epoch=e                         │
+//	    └──────────── lease_until passes without renewal ─────────┘
+//	                  (crash, pause, partition): "expired", which
+//	                  acquire treats as free
 //
 // The fencing rules:
 //

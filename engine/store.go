@@ -18,8 +18,8 @@ type store struct {
 	cfg  Config
 
 	sqlHeartbeat, sqlLiveInstances, sqlDeleteInstance, sqlReapInstances string
-	sqlAcquire, sqlRenew, sqlRelease, sqlReleaseAll                    string
-	sqlFetch, sqlNextAvailable, sqlComplete                            string
+	sqlAcquire, sqlRenew, sqlRelease, sqlReleaseAll                     string
+	sqlFetch, sqlNextAvailable, sqlComplete                             string
 }
 
 func newStore(pool *pgxpool.Pool, cfg Config) *store {
