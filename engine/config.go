@@ -14,23 +14,24 @@ import (
 // Defaults for Config. Every zero field of a Config is replaced by its default
 // in WithDefaults.
 const (
-	SchemaDefault            = "postrelay"
-	PartitionsDefault        = 64
-	PartitionsMax            = 1024
-	BatchSizeDefault         = 500
-	BatchSizeMax             = 10000
-	PollIntervalDefault      = time.Second
-	HeartbeatIntervalDefault = time.Second
-	LeaseTTLDefault          = 10 * time.Second
-	MaxAttemptsDefault       = 10
-	RetryInitialDefault      = time.Second
-	RetryMaxDefault          = 5 * time.Minute
-	RetryJitterDefault       = 0.2
-	PublishTimeoutDefault    = 30 * time.Second
-	StopTimeoutDefault       = 15 * time.Second
-	EventBufferDefault       = 4096
-	MaxPayloadBytesDefault   = 16 << 20
-	NotifyIntervalDefault    = 5 * time.Millisecond
+	SchemaDefault             = "postrelay"
+	PartitionsDefault         = 64
+	PartitionsMax             = 1024
+	BatchSizeDefault          = 500
+	BatchSizeMax              = 10000
+	PollIntervalDefault       = time.Second
+	HeartbeatIntervalDefault  = time.Second
+	LeaseTTLDefault           = 10 * time.Second
+	MaxAttemptsDefault        = 10
+	RetryInitialDefault       = time.Second
+	RetryMaxDefault           = 5 * time.Minute
+	RetryJitterDefault        = 0.2
+	PublishTimeoutDefault     = 30 * time.Second
+	PublishConcurrencyDefault = 4
+	StopTimeoutDefault        = 15 * time.Second
+	EventBufferDefault        = 4096
+	MaxPayloadBytesDefault    = 16 << 20
+	NotifyIntervalDefault     = 0
 )
 
 // Config configures the writer, the engine and migrations. The zero value is
@@ -86,10 +87,16 @@ type Config struct {
 	// 0 and 1. Defaults to 0.2. Use NoJitter for none.
 	RetryJitter float64
 
-	// MaxConcurrentPartitions bounds how many partitions of this instance
-	// publish at the same time (and so the broker connections in use). 0
-	// means no bound. Defaults to 0.
-	MaxConcurrentPartitions int
+	// PublishConcurrency is how many keys of one partition's batch are
+	// published at the same time. Records of one key are always published
+	// one after the other, in order; 1 publishes the whole batch in id
+	// order. Between 1 and 256. Defaults to 4.
+	PublishConcurrency int
+
+	// MaxInFlight bounds the Publish calls in flight in this instance, across
+	// all its partitions: the broker connections or requests it may use at
+	// once. 0 means no bound. Defaults to 0.
+	MaxInFlight int
 
 	// PublishTimeout is set as the deadline of each message's context during
 	// Publish. Publishers that honour the message context give up then, and
@@ -111,7 +118,9 @@ type Config struct {
 
 	// NotifyInterval rate-limits the writer's wake-up notifications: at most
 	// one per partition per interval and process. A skipped notification
-	// costs at most one PollInterval of latency. Defaults to 5ms.
+	// costs up to one PollInterval of latency for the records it would have
+	// announced. 0 notifies on every write (PostgreSQL folds duplicates
+	// within a transaction). Defaults to 0.
 	NotifyInterval time.Duration
 
 	// DisableNotify turns off LISTEN/NOTIFY wake-ups in the writer and the
@@ -144,6 +153,7 @@ func (c Config) WithDefaults() Config {
 	c.RetryInitial = cmp.Or(c.RetryInitial, RetryInitialDefault)
 	c.RetryMax = cmp.Or(c.RetryMax, RetryMaxDefault)
 	c.RetryJitter = cmp.Or(c.RetryJitter, RetryJitterDefault)
+	c.PublishConcurrency = cmp.Or(c.PublishConcurrency, PublishConcurrencyDefault)
 	c.PublishTimeout = cmp.Or(c.PublishTimeout, PublishTimeoutDefault)
 	c.StopTimeout = cmp.Or(c.StopTimeout, StopTimeoutDefault)
 	c.EventBuffer = cmp.Or(c.EventBuffer, EventBufferDefault)
@@ -184,8 +194,10 @@ func (c Config) Validate() error {
 		return bad("RetryMax", c.RetryMax, "must be at least RetryInitial")
 	case c.RetryJitter != NoJitter && (c.RetryJitter < 0 || c.RetryJitter > 1):
 		return bad("RetryJitter", c.RetryJitter, "must be between 0 and 1 (or NoJitter)")
-	case c.MaxConcurrentPartitions < 0:
-		return bad("MaxConcurrentPartitions", c.MaxConcurrentPartitions, "must not be negative")
+	case c.PublishConcurrency < 1 || c.PublishConcurrency > 256:
+		return bad("PublishConcurrency", c.PublishConcurrency, "must be between 1 and 256")
+	case c.MaxInFlight < 0:
+		return bad("MaxInFlight", c.MaxInFlight, "must not be negative")
 	case c.PublishTimeout <= 0:
 		return bad("PublishTimeout", c.PublishTimeout, "must be positive")
 	case c.StopTimeout <= 0:

@@ -33,7 +33,7 @@ type Engine struct {
 	// Set by Run.
 	partitions int
 	wakers     []*actors.Waker
-	sem        chan struct{}
+	sem        chan struct{} // MaxInFlight publishes
 }
 
 // New returns an engine relaying records of the schema in cfg to publisher.
@@ -56,8 +56,8 @@ func New(pool *pgxpool.Pool, publisher message.Publisher, cfg Config) (*Engine, 
 		store:     newStore(pool, cfg),
 		hub:       &eventHub{buffer: cfg.EventBuffer},
 	}
-	if cfg.MaxConcurrentPartitions > 0 {
-		e.sem = make(chan struct{}, cfg.MaxConcurrentPartitions)
+	if cfg.MaxInFlight > 0 {
+		e.sem = make(chan struct{}, cfg.MaxInFlight)
 	}
 	return e, nil
 }

@@ -404,3 +404,38 @@ func waitCond(t *testing.T, timeout time.Duration, cond func() bool) {
 		<-tick.C
 	}
 }
+
+func TestPublishConcurrencyIsBoundedByMaxInFlight(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ lanes, inFlight, wantMax int }{
+		{1, 0, 0}, // one partition, strictly sequential: one publish at a time
+		{8, 3, 3}, // keys in parallel, capped per instance
+	} {
+		t.Run(fmt.Sprintf("lanes=%d,inflight=%d", tc.lanes, tc.inFlight), func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			b.pub.SetDelay(5 * time.Millisecond)
+			cfg := b.cfg
+			cfg.Partitions = 1
+			pool, schema := b.pool, b.cfg.Schema+"_one"
+			cfg.Schema = schema
+			require.NoError(t, engine.Migrate(context.Background(), pool, cfg))
+			t.Cleanup(func() { _, _ = pool.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE") })
+			b.cfg, b.writer = cfg, engine.NewWriter(cfg)
+			cfg.PublishConcurrency, cfg.MaxInFlight = tc.lanes, tc.inFlight
+			recs := make([]engine.Record, 200)
+			for i := range recs {
+				recs[i] = rec("t", fmt.Sprintf("k%d", i%20), i)
+			}
+			writeTx(t, b, true, recs...)
+			start(t, b, cfg, b.pub)
+			require.NoError(t, b.pub.WaitFor(30*time.Second, func(ds []recorder.Delivery) bool { return len(ds) == 200 }))
+			require.NoError(t, recorder.CheckKeyOrder(b.pub.Deliveries()))
+			if tc.wantMax == 0 {
+				require.Equal(t, 1, b.pub.MaxInFlight())
+			} else {
+				require.Equal(t, tc.wantMax, b.pub.MaxInFlight())
+			}
+		})
+	}
+}

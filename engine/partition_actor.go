@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -185,37 +187,13 @@ func (a *partitionActor) runBatch(ctx context.Context) (int, error) {
 	fe.Count = len(batch)
 	a.e.emit(fe)
 
-	if sem := a.e.sem; sem != nil {
-		select {
-		case sem <- struct{}{}:
-			defer func() { <-sem }()
-		case <-ctx.Done():
-			return len(batch), nil
-		}
-	}
-
 	a.done.reset()
 	a.pending = a.pending[:0]
-	var blocked map[string]struct{} // keys with a failed record in this batch
-	for i := range batch {
-		r := &batch[i]
-		if ctx.Err() != nil {
-			break // stopping: complete what was published
-		}
-		a.drainMailbox()
-		if !a.leaseValid() {
-			break
-		}
-		if _, ok := blocked[r.key]; ok {
-			continue // an earlier record of this key failed: keep order
-		}
-		ok := a.deliver(ctx, r, fetchedAt)
-		if !ok {
-			if blocked == nil {
-				blocked = make(map[string]struct{})
-			}
-			blocked[r.key] = struct{}{}
-		}
+	lanes := a.lanes(batch)
+	if len(lanes) <= 1 || a.e.cfg.PublishConcurrency == 1 {
+		a.publishSequential(ctx, batch, fetchedAt)
+	} else {
+		a.publishLanes(ctx, batch, lanes, fetchedAt)
 	}
 	if a.done.empty() {
 		return len(batch), nil
@@ -235,19 +213,140 @@ func (a *partitionActor) runBatch(ctx context.Context) (int, error) {
 	return len(batch), nil
 }
 
-// deliver publishes one record and records the outcome in a.done; it
-// reports whether the record was published.
-func (a *partitionActor) deliver(ctx context.Context, r *fetched, fetchedAt time.Time) bool {
+// publishSequential publishes the batch in id order on this goroutine,
+// skipping the later records of a key whose record failed.
+func (a *partitionActor) publishSequential(ctx context.Context, batch []fetched, fetchedAt time.Time) {
+	var blocked map[string]struct{} // keys with a failed record in this batch
+	for i := range batch {
+		r := &batch[i]
+		if ctx.Err() != nil {
+			return // stopping: complete what was published
+		}
+		a.drainMailbox()
+		if !a.leaseValid() {
+			return
+		}
+		if _, ok := blocked[r.key]; ok {
+			continue // an earlier record of this key failed: keep order
+		}
+		out := a.deliver(ctx, r, fetchedAt)
+		a.record(out)
+		if out.ev.Kind != EventDelivered {
+			if blocked == nil {
+				blocked = make(map[string]struct{})
+			}
+			blocked[r.key] = struct{}{}
+		}
+	}
+}
+
+// lanes groups the batch's record indexes by key, in id order within a lane
+// and lanes in the order of their first record.
+func (a *partitionActor) lanes(batch []fetched) [][]int {
+	if a.e.cfg.PublishConcurrency == 1 {
+		return nil
+	}
+	byKey := make(map[string]int, 16)
+	var lanes [][]int
+	for i := range batch {
+		l, ok := byKey[batch[i].key]
+		if !ok {
+			l = len(lanes)
+			byKey[batch[i].key] = l
+			lanes = append(lanes, nil)
+		}
+		lanes[l] = append(lanes[l], i)
+	}
+	return lanes
+}
+
+// publishLanes publishes the batch with up to PublishConcurrency keys in
+// flight: each key's records go out one after the other, in id order, and a
+// failure ends that key's lane for this batch. The actor's goroutine keeps
+// reading its mailbox meanwhile, so lease renewals and losses are seen.
+func (a *partitionActor) publishLanes(ctx context.Context, batch []fetched, lanes [][]int, fetchedAt time.Time) {
+	var deadline atomic.Int64
+	deadline.Store(a.st.leaseDeadline.UnixNano())
+	valid := func() bool { return time.Now().UnixNano() < deadline.Load() }
+
+	work := make(chan []int, len(lanes))
+	for _, l := range lanes {
+		work <- l
+	}
+	close(work)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for range min(a.e.cfg.PublishConcurrency, len(lanes)) {
+		wg.Go(func() {
+			for lane := range work {
+				for _, i := range lane {
+					if ctx.Err() != nil || !valid() {
+						break
+					}
+					out := a.deliver(ctx, &batch[i], fetchedAt)
+					mu.Lock()
+					a.record(out)
+					mu.Unlock()
+					if out.ev.Kind != EventDelivered {
+						break // keep order: the key's later records wait
+					}
+				}
+			}
+		})
+	}
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	for {
+		select {
+		case <-done:
+			return
+		case <-a.mailbox.Ready():
+			a.drainMailbox()
+			if a.st.lost {
+				deadline.Store(0)
+			} else {
+				deadline.Store(a.st.leaseDeadline.UnixNano())
+			}
+		}
+	}
+}
+
+// outcome is one attempt's result, before it is recorded in the batch.
+type outcome struct {
+	ev    Event
+	err   string
+	delay time.Duration
+}
+
+// record adds an attempt's outcome to the batch's completion and events.
+func (a *partitionActor) record(o outcome) {
+	switch o.ev.Kind {
+	case EventDelivered:
+		a.done.delivered = append(a.done.delivered, o.ev.RecordID)
+	case EventFailed:
+		a.done.retryIDs = append(a.done.retryIDs, o.ev.RecordID)
+		a.done.retryErrs = append(a.done.retryErrs, o.err)
+		a.done.retryUS = append(a.done.retryUS, o.delay.Microseconds())
+	case EventDeadLettered:
+		a.done.deadIDs = append(a.done.deadIDs, o.ev.RecordID)
+		a.done.deadErrs = append(a.done.deadErrs, o.err)
+	}
+	a.pending = append(a.pending, o.ev)
+}
+
+// deliver publishes one record and returns the outcome. It is safe to call
+// from several goroutines for records of different keys.
+func (a *partitionActor) deliver(ctx context.Context, r *fetched, fetchedAt time.Time) outcome {
 	attempt := r.attempts + 1
-	ev := a.event(EventDelivered)
-	ev.RecordID, ev.Key, ev.Topic, ev.MessageID, ev.Attempt = r.id, r.key, r.topic, r.messageID, attempt
+	ev := Event{Kind: EventDelivered, Time: time.Now(), Instance: a.e.cfg.InstanceID, Partition: a.p, Epoch: a.st.epoch,
+		RecordID: r.id, Key: r.key, Topic: r.topic, MessageID: r.messageID, Attempt: attempt}
 
 	if r.mdErr != nil { // cannot be published as it is: dead-letter now
 		ev.Kind, ev.Err = EventDeadLettered, r.mdErr
-		a.done.deadIDs = append(a.done.deadIDs, r.id)
-		a.done.deadErrs = append(a.done.deadErrs, r.mdErr.Error())
-		a.pending = append(a.pending, ev)
-		return false
+		return outcome{ev: ev, err: r.mdErr.Error()}
 	}
 
 	md := r.metadata
@@ -269,40 +368,48 @@ func (a *partitionActor) deliver(ctx context.Context, r *fetched, fetchedAt time
 	}
 	msg.SetContext(pctx)
 
+	if sem := a.e.sem; sem != nil {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			ev.Kind, ev.Err = EventFailed, context.Cause(ctx)
+			if finish != nil {
+				finish(AttemptResult{Outcome: OutcomeRetry, Err: ev.Err})
+			}
+			return outcome{ev: ev, err: ev.Err.Error(), delay: 0}
+		}
+	}
 	start := time.Now()
 	err := a.e.publish(r.topic, msg)
 	ev.Duration = time.Since(start)
+	if a.e.sem != nil {
+		<-a.e.sem
+	}
 	ev.Lag = r.age + start.Sub(fetchedAt)
 
 	if err == nil {
-		a.done.delivered = append(a.done.delivered, r.id)
-		a.pending = append(a.pending, ev)
 		if finish != nil {
 			finish(AttemptResult{Outcome: OutcomeDelivered, Duration: ev.Duration})
 		}
-		return true
+		return outcome{ev: ev}
 	}
 	ev.Err = err
-	msgErr := truncateError(err)
+	o := outcome{err: truncateError(err)}
 	if attempt >= a.e.cfg.MaxAttempts {
 		ev.Kind = EventDeadLettered
-		a.done.deadIDs = append(a.done.deadIDs, r.id)
-		a.done.deadErrs = append(a.done.deadErrs, msgErr)
 		if finish != nil {
 			finish(AttemptResult{Outcome: OutcomeDeadLettered, Err: err, Duration: ev.Duration})
 		}
 	} else {
 		ev.Kind = EventFailed
 		ev.Delay = a.e.cfg.retryDelay(attempt)
-		a.done.retryIDs = append(a.done.retryIDs, r.id)
-		a.done.retryErrs = append(a.done.retryErrs, msgErr)
-		a.done.retryUS = append(a.done.retryUS, ev.Delay.Microseconds())
+		o.delay = ev.Delay
 		if finish != nil {
 			finish(AttemptResult{Outcome: OutcomeRetry, Err: err, Duration: ev.Duration})
 		}
 	}
-	a.pending = append(a.pending, ev)
-	return false
+	o.ev = ev
+	return o
 }
 
 // truncateError keeps stored error texts bounded.

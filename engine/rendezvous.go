@@ -1,34 +1,74 @@
 package engine
 
-import "hash/fnv"
+import (
+	"hash/fnv"
+	"slices"
+)
 
-// assign returns the partitions, out of n, that rendezvous (highest random
-// weight) hashing gives to instance me among the live instances. Every
-// instance computes the same assignment from the same live set, and when an
-// instance joins or leaves only the partitions it wins or held move: about
-// n/len(live) of them.
+// assign returns the partitions, out of n, that instance me owns among the
+// live instances. See owners.
 func assign(me string, live []string, n int) []int {
 	var mine []int
-	for p := 0; p < n; p++ {
-		if owner(live, p) == me {
+	for p, o := range owners(live, n) {
+		if o == me {
 			mine = append(mine, p)
 		}
 	}
 	return mine
 }
 
-// owner returns the live instance with the highest weight for partition p,
-// or "" when none is live.
-func owner(live []string, p int) string {
-	var best string
-	var bestW uint64
-	for _, id := range live {
-		w := weight(id, p)
-		if best == "" || w > bestW || (w == bestW && id > best) {
-			best, bestW = id, w
+// owners maps every partition to its owner by rendezvous (highest random
+// weight) hashing with bounded loads: partitions are placed in order, each
+// with the highest-weight instance that still has room, where room is
+// ceil(n / len(live)). Every instance computes the same assignment from the
+// same live set; loads differ by at most one partition; and a join or leave
+// moves few partitions beyond the ~n/len(live) that must move (the tests
+// bound it).
+func owners(live []string, n int) []string {
+	out := make([]string, n)
+	k := len(live)
+	if k == 0 {
+		return out
+	}
+	room := (n + k - 1) / k
+	load := make(map[string]int, k)
+	type cand struct {
+		id string
+		w  uint64
+	}
+	cands := make([]cand, k)
+	for p := range n {
+		for i, id := range live {
+			cands[i] = cand{id, weight(id, p)}
+		}
+		slices.SortFunc(cands, func(a, b cand) int {
+			switch {
+			case a.w > b.w:
+				return -1
+			case a.w < b.w:
+				return 1
+			}
+			return -compareStrings(a.id, b.id)
+		})
+		for _, c := range cands {
+			if load[c.id] < room {
+				out[p] = c.id
+				load[c.id]++
+				break
+			}
 		}
 	}
-	return best
+	return out
+}
+
+func compareStrings(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
 }
 
 // weight is the rendezvous score of (instance, partition): FNV-1a over both,

@@ -43,7 +43,8 @@ func TestConfigValidateNamesField(t *testing.T) {
 		{"lease ttl", engine.Config{HeartbeatInterval: time.Second, LeaseTTL: 2 * time.Second}, "LeaseTTL"},
 		{"retry max", engine.Config{RetryInitial: time.Minute, RetryMax: time.Second}, "RetryMax"},
 		{"jitter", engine.Config{RetryJitter: 1.5}, "RetryJitter"},
-		{"concurrency", engine.Config{MaxConcurrentPartitions: -2}, "MaxConcurrentPartitions"},
+		{"in flight", engine.Config{MaxInFlight: -2}, "MaxInFlight"},
+		{"publish concurrency", engine.Config{PublishConcurrency: 1000}, "PublishConcurrency"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -33,6 +33,15 @@ type Publisher struct {
 	attempts   int
 	fail       func(topic string, msg *message.Message) error
 	delay      time.Duration
+	inFlight   int
+	maxFlight  int
+}
+
+// MaxInFlight returns the most Publish calls that were in progress at once.
+func (p *Publisher) MaxInFlight() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.maxFlight
 }
 
 // New returns an empty recorder.
@@ -56,7 +65,14 @@ func (p *Publisher) SetDelay(d time.Duration) {
 func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 	p.mu.Lock()
 	fail, delay := p.fail, p.delay
+	p.inFlight++
+	p.maxFlight = max(p.maxFlight, p.inFlight)
 	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		p.inFlight--
+		p.mu.Unlock()
+	}()
 	if delay > 0 {
 		time.Sleep(delay) // simulated broker round trip, not a test wait
 	}
