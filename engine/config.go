@@ -31,7 +31,8 @@ const (
 	StopTimeoutDefault        = 15 * time.Second
 	EventBufferDefault        = 4096
 	MaxPayloadBytesDefault    = 16 << 20
-	NotifyIntervalDefault     = 0
+	NotifyIntervalDefault     = 2 * time.Millisecond
+	TailIntervalDefault       = 5 * time.Millisecond
 )
 
 // Config configures the writer, the engine and migrations. The zero value is
@@ -116,12 +117,20 @@ type Config struct {
 	// to 16 MiB.
 	MaxPayloadBytes int
 
-	// NotifyInterval rate-limits the writer's wake-up notifications: at most
-	// one per partition per interval and process. A skipped notification
-	// costs up to one PollInterval of latency for the records it would have
-	// announced. 0 notifies on every write (PostgreSQL folds duplicates
-	// within a transaction). Defaults to 0.
+	// NotifyInterval rate-limits the writer's wake-up notifications: at
+	// most one notifying write per interval and Writer. Notifying commits
+	// are serialized by PostgreSQL, so notifying on every write would cap
+	// the application's commit rate; the relay finds the records of writes
+	// that did not notify by its tail poll (see TailInterval). A negative
+	// value notifies on every write. Defaults to 2ms.
 	NotifyInterval time.Duration
+
+	// TailInterval is the delay of the relay's trailing tail poll: after a
+	// notification the relay looks for new records in every partition at
+	// once, and once more TailInterval later, so records whose writes did
+	// not notify are found within about NotifyInterval + TailInterval.
+	// Defaults to 5ms.
+	TailInterval time.Duration
 
 	// DisableNotify turns off LISTEN/NOTIFY wake-ups in the writer and the
 	// engine; relays then find records by polling alone.
@@ -159,6 +168,7 @@ func (c Config) WithDefaults() Config {
 	c.EventBuffer = cmp.Or(c.EventBuffer, EventBufferDefault)
 	c.MaxPayloadBytes = cmp.Or(c.MaxPayloadBytes, MaxPayloadBytesDefault)
 	c.NotifyInterval = cmp.Or(c.NotifyInterval, NotifyIntervalDefault)
+	c.TailInterval = cmp.Or(c.TailInterval, TailIntervalDefault)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -206,8 +216,8 @@ func (c Config) Validate() error {
 		return bad("EventBuffer", c.EventBuffer, "must be at least 1")
 	case c.MaxPayloadBytes < 1 || c.MaxPayloadBytes > 1<<30-1:
 		return bad("MaxPayloadBytes", c.MaxPayloadBytes, "must be between 1 and 1 GiB - 1 (PostgreSQL's bytea limit)")
-	case c.NotifyInterval < 0:
-		return bad("NotifyInterval", c.NotifyInterval, "must not be negative")
+	case c.TailInterval < time.Millisecond:
+		return bad("TailInterval", c.TailInterval, "must be at least 1ms")
 	}
 	return nil
 }

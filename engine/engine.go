@@ -137,7 +137,9 @@ func (e *Engine) Run(ctx context.Context) error {
 	defer cancel(ErrShutdown)
 
 	if !e.cfg.DisableNotify {
-		sup.Spawn(runCtx, "listener", &listener{e: e})
+		t := &tail{e: e, waker: actors.NewWaker()}
+		sup.Spawn(runCtx, "tail", t)
+		sup.Spawn(runCtx, "listener", &listener{e: e, tail: t.waker})
 	}
 	coord := newCoordinator(e, partSup)
 	ref := sup.Spawn(runCtx, "coordinator", coord)

@@ -4,8 +4,11 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/postrelay/postrelay/actors"
 )
 
 // listener holds one connection that LISTENs on the schema's channel and
@@ -14,7 +17,8 @@ import (
 // for that partition has no reader). On every (re)connect it wakes all
 // partitions, since notifications sent while it was away are gone.
 type listener struct {
-	e *Engine
+	e    *Engine
+	tail *actors.Waker
 }
 
 func (l *listener) Serve(ctx context.Context) error {
@@ -43,5 +47,64 @@ func (l *listener) Serve(ctx context.Context) error {
 			continue
 		}
 		l.e.wakers[p].Wake()
+		l.tail.Wake()
 	}
+}
+
+// tail finds the partitions that received records since it last looked, in
+// one query over the newest ids, and wakes their actors. The listener wakes
+// it on every notification; it then polls once more TailInterval later, for
+// the writes that did not notify (see Config.NotifyInterval) and commits that
+// landed just after the notifying one.
+type tail struct {
+	e       *Engine
+	waker   *actors.Waker
+	lastMax int64
+}
+
+// tailLookback is how far below the newest id seen a tail poll looks, for
+// records whose transaction committed after that of a higher id.
+const tailLookback = 1000
+
+func (t *tail) Serve(ctx context.Context) error {
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	armed := false
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.waker.C():
+			if !armed {
+				timer.Reset(t.e.cfg.TailInterval)
+				armed = true
+			}
+		case <-timer.C:
+			armed = false
+		}
+		if err := t.poll(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("postrelay: tail poll: %w", err)
+		}
+	}
+}
+
+func (t *tail) poll(ctx context.Context) error {
+	rows, err := t.e.pool.Query(ctx, t.e.store.sqlTail, max(t.lastMax-tailLookback, 0))
+	if err != nil {
+		return err
+	}
+	var p int32
+	var maxID int64
+	_, err = pgx.ForEachRow(rows, []any{&p, &maxID}, func() error {
+		if int(p) < len(t.e.wakers) {
+			t.e.wakers[p].Wake()
+		}
+		t.lastMax = max(t.lastMax, maxID)
+		return nil
+	})
+	return err
 }

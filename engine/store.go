@@ -19,7 +19,7 @@ type store struct {
 
 	sqlHeartbeat, sqlLiveInstances, sqlDeleteInstance, sqlReapInstances string
 	sqlAcquire, sqlRenew, sqlRelease, sqlReleaseAll                     string
-	sqlFetch, sqlNextAvailable, sqlComplete                             string
+	sqlFetch, sqlNextAvailable, sqlComplete, sqlTail                    string
 }
 
 func newStore(pool *pgxpool.Pool, cfg Config) *store {
@@ -62,6 +62,7 @@ func newStore(pool *pgxpool.Pool, cfg Config) *store {
 			  AND NOT EXISTS (SELECT 1 FROM held h WHERE h.key = r.key AND h.first_id < r.id)
 			ORDER BY r.id
 			LIMIT $2`,
+		sqlTail: `SELECT partition, max(id) FROM ` + records + ` WHERE id > $1 GROUP BY partition`,
 		sqlNextAvailable: `SELECT extract(epoch FROM min(available_at) - now()) FROM ` + records + `
 			WHERE partition = $1 AND available_at IS NOT NULL AND available_at > now()`,
 		// Complete a batch in one statement, fenced by the lease: the row

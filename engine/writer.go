@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -61,7 +62,7 @@ type Writer struct {
 	cfgErr     error
 	insert     string // INSERT prefix
 	partitions atomic.Int32
-	lastNotify []atomic.Int64 // per partition, unix nanos; sized on first use
+	lastNotify atomic.Int64 // unix nanos of the last write that notified
 }
 
 // NewWriter returns a writer for the schema in cfg. An invalid config is
@@ -209,39 +210,37 @@ func (w *Writer) partitionCount(ctx context.Context, q querier) (int, error) {
 	if err != nil || n < 1 || n > PartitionsMax {
 		return 0, fmt.Errorf("postrelay: writer: schema %q has an invalid partition count %q", w.cfg.Schema, v)
 	}
-	w.lastNotify = make([]atomic.Int64, n)
 	w.partitions.Store(int32(n))
 	return n, nil
 }
 
-// notifyList returns the distinct partitions of rows to notify, honouring the
-// per-partition rate limit.
+// notifyList returns the distinct partitions of rows to notify, or none
+// when another write of this Writer notified less than NotifyInterval ago.
+//
+// A notifying transaction holds PostgreSQL's notification queue lock from
+// its pre-commit until its commit is durable, so notifying commits are
+// serialized. One notification per interval keeps that off the writers'
+// critical path; the relay's tail poll, run on each notification and once
+// more shortly after, finds the records of the writes that did not notify.
 func (w *Writer) notifyList(rows []row) []int {
 	if w.cfg.DisableNotify {
 		return nil
 	}
+	if interval := w.cfg.NotifyInterval.Nanoseconds(); interval > 0 {
+		now := time.Now().UnixNano()
+		prev := w.lastNotify.Load()
+		if now-prev < interval || !w.lastNotify.CompareAndSwap(prev, now) {
+			return nil
+		}
+	}
 	var ps []int
-	now := time.Now().UnixNano()
-	interval := w.cfg.NotifyInterval.Nanoseconds()
 	for _, r := range rows {
-		dup := false
-		for _, p := range ps {
-			if p == r.partition {
-				dup = true
-				break
-			}
+		if !slices.Contains(ps, r.partition) {
+			ps = append(ps, r.partition)
 		}
-		if dup {
-			continue
+		if len(ps) == 8 {
+			break // the tail poll finds the rest
 		}
-		if interval > 0 {
-			last := &w.lastNotify[r.partition]
-			prev := last.Load()
-			if now-prev < interval || !last.CompareAndSwap(prev, now) {
-				continue
-			}
-		}
-		ps = append(ps, r.partition)
 	}
 	return ps
 }

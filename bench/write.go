@@ -1,0 +1,140 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/postrelay/postrelay/engine"
+)
+
+// WriteResult is the write scenario's JSON.
+type WriteResult struct {
+	Scenario           string  `json:"scenario"`
+	Clients            int     `json:"clients"`
+	TxPerSecWithout    float64 `json:"tx_per_sec_without_outbox"`
+	TxPerSecWith       float64 `json:"tx_per_sec_with_outbox"`
+	OverheadPct        float64 `json:"overhead_pct"`
+	BulkBatch          int     `json:"bulk_batch"`
+	BulkRecordsPerSec  float64 `json:"bulk_records_per_sec"`
+	RoundsEachVariant  int     `json:"rounds_each_variant"`
+	SecondsEachVariant float64 `json:"seconds_each_round"`
+}
+
+// runWrite measures what the outbox costs the writing application: a small
+// business transaction (one INSERT) with and without one outbox record, in
+// alternating rounds, and bulk writes of many records per transaction.
+func runWrite(ctx context.Context, o options, out io.Writer) (*WriteResult, error) {
+	if o.duration <= 0 {
+		o.duration = 5 * time.Second
+	}
+	pool, err := openPool(ctx, o, int32(o.clients+2))
+	if err != nil {
+		return nil, err
+	}
+	defer pool.Close()
+	cfg, cleanup, err := benchSchema(ctx, pool, o)
+	if err != nil {
+		return nil, err
+	}
+	defer cleanup()
+	orders := pgx.Identifier{cfg.Schema, "orders"}.Sanitize()
+	if _, err := pool.Exec(ctx, "CREATE TABLE "+orders+" (id bigserial PRIMARY KEY, customer text NOT NULL, amount int NOT NULL, created_at timestamptz NOT NULL DEFAULT now())"); err != nil {
+		return nil, err
+	}
+	wcfg := cfg
+	wcfg.DisableNotify = os.Getenv("BENCH_NO_NOTIFY") != ""
+	if v := os.Getenv("BENCH_NOTIFY_INTERVAL"); v != "" {
+		wcfg.NotifyInterval, _ = time.ParseDuration(v)
+	}
+	w := engine.NewWriter(wcfg)
+	payload := []byte(`{"order_id":1,"amount_cents":4200}`)
+	round := func(withOutbox bool) (float64, error) {
+		var n atomic.Int64
+		var firstErr atomic.Value
+		rctx, cancel := context.WithTimeout(ctx, o.duration)
+		defer cancel()
+		var wg sync.WaitGroup
+		for c := range o.clients {
+			wg.Go(func() {
+				for i := 0; rctx.Err() == nil; i++ {
+					err := pgx.BeginFunc(rctx, pool, func(tx pgx.Tx) error {
+						cust := "customer-" + strconv.Itoa(c*100000+i%1000)
+						if _, err := tx.Exec(rctx, "INSERT INTO "+orders+" (customer, amount) VALUES ($1, $2)", cust, 4200); err != nil {
+							return err
+						}
+						if withOutbox {
+							return w.Write(rctx, tx, engine.Record{Topic: "orders.created", Key: cust, Payload: payload})
+						}
+						return nil
+					})
+					if err != nil {
+						if rctx.Err() == nil {
+							firstErr.CompareAndSwap(nil, err)
+						}
+						return
+					}
+					n.Add(1)
+				}
+			})
+		}
+		start := time.Now()
+		wg.Wait()
+		if err, ok := firstErr.Load().(error); ok {
+			return 0, err
+		}
+		return float64(n.Load()) / time.Since(start).Seconds(), nil
+	}
+	const rounds = 3
+	var without, with float64
+	for r := range rounds {
+		a, err := round(false)
+		if err != nil {
+			return nil, err
+		}
+		b, err := round(true)
+		if err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(out, "  round %d: %8.0f tx/s without outbox, %8.0f tx/s with one outbox record\n", r+1, a, b)
+		without += a / rounds
+		with += b / rounds
+	}
+	res := &WriteResult{Scenario: "write", Clients: o.clients, TxPerSecWithout: without, TxPerSecWith: with,
+		OverheadPct: (without - with) / without * 100, RoundsEachVariant: rounds, SecondsEachVariant: o.duration.Seconds()}
+	fmt.Fprintf(out, "%-40s %8.0f tx/s\n%-40s %8.0f tx/s\n%-40s %7.1f %%\n",
+		"business tx (one INSERT)", without, "business tx + one outbox record", with, "outbox overhead", res.OverheadPct)
+
+	bulk, err := bulkWrite(ctx, pool, w, o.duration, payload)
+	if err != nil {
+		return nil, err
+	}
+	res.BulkBatch, res.BulkRecordsPerSec = 10000, bulk
+	fmt.Fprintf(out, "%-40s %8.0f records/s\n", "bulk Write, 10,000 records per tx", bulk)
+	return res, nil
+}
+
+func bulkWrite(ctx context.Context, pool *pgxpool.Pool, w *engine.Writer, d time.Duration, payload []byte) (float64, error) {
+	recs := make([]engine.Record, 10000)
+	for i := range recs {
+		recs[i] = engine.Record{Topic: "orders.created", Key: "customer-" + strconv.Itoa(i%1000), Payload: payload}
+	}
+	n := 0
+	start := time.Now()
+	for time.Since(start) < d {
+		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return w.Write(ctx, tx, recs...) })
+		if err != nil {
+			return 0, err
+		}
+		n += len(recs)
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
