@@ -1,0 +1,276 @@
+package adapters
+
+import (
+	"cmp"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// ErrInvalidConfig wraps every configuration error.
+var ErrInvalidConfig = errors.New("adapters: invalid broker config")
+
+// Config chooses and configures a broker. The URL's scheme picks the
+// adapter; the option struct of that adapter refines it.
+type Config struct {
+	// URL is the broker address: memory://, postgres:// (or postgresql://),
+	// amqp:// (or amqps://), nats://, redis:// (or rediss://) or
+	// kafka://host:port[,host:port]. Defaults to "memory://".
+	URL string `json:"url" yaml:"url"`
+	// Logger receives the broker library's logs (through Watermill's slog
+	// adapter). nil discards them.
+	Logger *slog.Logger `json:"-" yaml:"-"`
+
+	Memory MemoryOptions `json:"memory" yaml:"memory"`
+	SQL    SQLOptions    `json:"sql" yaml:"sql"`
+	AMQP   AMQPOptions   `json:"amqp" yaml:"amqp"`
+	NATS   NATSOptions   `json:"nats" yaml:"nats"`
+	Redis  RedisOptions  `json:"redis" yaml:"redis"`
+	Kafka  KafkaOptions  `json:"kafka" yaml:"kafka"`
+}
+
+// MemoryOptions configure memory:// (Watermill's gochannel).
+type MemoryOptions struct {
+	// Print logs every message published (topic, UUID, key, payload size)
+	// at info level. Also set by memory://?print=true. Defaults to false.
+	Print bool `json:"print" yaml:"print"`
+	// OutputBuffer is each subscriber's channel buffer. Defaults to 1024.
+	OutputBuffer int64 `json:"output_buffer" yaml:"output_buffer"`
+}
+
+// SQLOptions configure postgres:// (watermill-sql/v4, default PostgreSQL
+// schema: one table "watermill_<topic>" per topic in the URL's database).
+type SQLOptions struct {
+	// PayloadType is the payload column type of tables the publisher
+	// creates: "bytea" takes any payload, "json" only JSON documents.
+	// Defaults to "bytea".
+	PayloadType string `json:"payload_type" yaml:"payload_type"`
+}
+
+// AMQPOptions configure amqp:// (watermill-amqp/v3). Publisher confirms are
+// always on: Publish returns only once RabbitMQ has taken the message.
+type AMQPOptions struct {
+	// Mode is "queue" (a durable queue per topic, published through the
+	// default exchange) or "topic" (a durable topic exchange, the topic as
+	// routing key). Defaults to "queue".
+	Mode string `json:"mode" yaml:"mode"`
+	// Exchange is the topic exchange's name in "topic" mode. Defaults to
+	// "postrelay".
+	Exchange string `json:"exchange" yaml:"exchange"`
+}
+
+// NATSOptions configure nats:// (watermill-nats/v2 with JetStream).
+type NATSOptions struct {
+	// DisableMsgID turns off the Nats-Msg-Id header (the message UUID),
+	// with which JetStream drops duplicates a redelivery after a relay
+	// crash would create within the stream's duplicate window. Defaults to
+	// false (deduplication on).
+	DisableMsgID bool `json:"disable_msg_id" yaml:"disable_msg_id"`
+}
+
+// RedisOptions configure redis:// (watermill-redisstream).
+type RedisOptions struct {
+	// MaxLen caps each stream's length (approximate trimming); 0 means
+	// unlimited. Defaults to 0.
+	MaxLen int64 `json:"max_len" yaml:"max_len"`
+}
+
+// KafkaOptions configure kafka:// (watermill-kafka/v3, sarama sync producer
+// with acks from all in-sync replicas).
+type KafkaOptions struct {
+	// ClientID is the producer's client id. Defaults to "postrelay".
+	ClientID string `json:"client_id" yaml:"client_id"`
+	// Timeout bounds each produce request. Defaults to 10s.
+	Timeout time.Duration `json:"timeout" yaml:"timeout"`
+}
+
+// WithDefaults returns a copy of c with zero fields set to their defaults.
+func (c Config) WithDefaults() Config {
+	c.URL = cmp.Or(strings.TrimSpace(c.URL), "memory://")
+	c.Memory.OutputBuffer = cmp.Or(c.Memory.OutputBuffer, 1024)
+	c.SQL.PayloadType = cmp.Or(strings.ToLower(c.SQL.PayloadType), "bytea")
+	c.AMQP.Mode = cmp.Or(strings.ToLower(c.AMQP.Mode), "queue")
+	c.AMQP.Exchange = cmp.Or(c.AMQP.Exchange, "postrelay")
+	c.Kafka.ClientID = cmp.Or(c.Kafka.ClientID, "postrelay")
+	c.Kafka.Timeout = cmp.Or(c.Kafka.Timeout, 10*time.Second)
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Validate checks the URL and the options, naming the bad field and value
+// (with any password redacted).
+func (c Config) Validate() error {
+	if _, err := parseURL(c.URL); err != nil {
+		return err
+	}
+	bad := func(field string, v any, why string) error {
+		return fmt.Errorf("%w: %s = %v: %s", ErrInvalidConfig, field, v, why)
+	}
+	switch {
+	case c.SQL.PayloadType != "bytea" && c.SQL.PayloadType != "json" && c.SQL.PayloadType != "jsonb":
+		return bad("SQL.PayloadType", strconv.Quote(c.SQL.PayloadType), `want "bytea", "json" or "jsonb"`)
+	case c.AMQP.Mode != "queue" && c.AMQP.Mode != "topic":
+		return bad("AMQP.Mode", strconv.Quote(c.AMQP.Mode), `want "queue" or "topic"`)
+	case c.Redis.MaxLen < 0:
+		return bad("Redis.MaxLen", c.Redis.MaxLen, "must not be negative")
+	case c.Kafka.Timeout < 0:
+		return bad("Kafka.Timeout", c.Kafka.Timeout, "must not be negative")
+	case c.Memory.OutputBuffer < 0:
+		return bad("Memory.OutputBuffer", c.Memory.OutputBuffer, "must not be negative")
+	}
+	return nil
+}
+
+// Schemes lists the URL schemes NewPublisher accepts.
+var Schemes = []string{"memory", "postgres", "postgresql", "amqp", "amqps", "nats", "redis", "rediss", "kafka"}
+
+// parsedURL is a validated broker URL.
+type parsedURL struct {
+	scheme string
+	u      *url.URL
+	hosts  []string // kafka: the broker list
+}
+
+// parseURL validates a broker URL. Errors show the URL redacted.
+func parseURL(raw string) (parsedURL, error) {
+	raw = strings.TrimSpace(raw)
+	if raw == "" {
+		return parsedURL{}, fmt.Errorf("%w: broker URL is empty (want one of %s)", ErrInvalidConfig, schemeList())
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return parsedURL{}, fmt.Errorf("%w: broker URL %q is malformed", ErrInvalidConfig, Redact(raw))
+	}
+	p := parsedURL{scheme: strings.ToLower(u.Scheme), u: u}
+	switch p.scheme {
+	case "memory":
+		return p, nil
+	case "postgres", "postgresql", "amqp", "amqps", "nats", "redis", "rediss":
+		if u.Host == "" {
+			return p, fmt.Errorf("%w: broker URL %q has no host", ErrInvalidConfig, Redact(raw))
+		}
+		return p, nil
+	case "kafka":
+		for _, h := range strings.Split(u.Host, ",") {
+			h = strings.TrimSpace(h)
+			host, port, err := splitHostPort(h)
+			if err != nil || host == "" {
+				return p, fmt.Errorf("%w: broker URL %q: kafka broker %q must be host:port", ErrInvalidConfig, Redact(raw), h)
+			}
+			if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+				return p, fmt.Errorf("%w: broker URL %q: kafka broker %q has a bad port", ErrInvalidConfig, Redact(raw), h)
+			}
+			p.hosts = append(p.hosts, h)
+		}
+		return p, nil
+	case "":
+		return p, fmt.Errorf("%w: broker URL %q has no scheme (want one of %s)", ErrInvalidConfig, Redact(raw), schemeList())
+	default:
+		return p, fmt.Errorf("%w: unknown broker scheme %q in %q (want one of %s)", ErrInvalidConfig, p.scheme, Redact(raw), schemeList())
+	}
+}
+
+func splitHostPort(h string) (string, string, error) {
+	i := strings.LastIndex(h, ":")
+	if i < 0 {
+		return "", "", errors.New("no port")
+	}
+	host, port := h[:i], h[i+1:]
+	return strings.Trim(host, "[]"), port, nil
+}
+
+func schemeList() string {
+	return "memory://, postgres://, amqp://, nats://, redis://, kafka://"
+}
+
+var (
+	secretParam = regexp.MustCompile(`(?i)((?:password|passwd|pwd|secret|token|sasl_password)=)[^&\s]*`)
+	userinfoPwd = regexp.MustCompile(`(://[^:/@\s]*:)[^@\s]*@`)
+)
+
+// Redact hides the password of a URL (user info and password-like query
+// parameters) so it can be logged or shown in an error.
+func Redact(raw string) string {
+	s := userinfoPwd.ReplaceAllString(raw, "${1}xxxxx@")
+	return secretParam.ReplaceAllString(s, "${1}xxxxx")
+}
+
+// RedactError returns err's text with every password-looking part hidden.
+func RedactError(err error) string {
+	if err == nil {
+		return ""
+	}
+	return Redact(err.Error())
+}
+
+// LoadConfigFile reads a Config from a YAML (.yaml, .yml) or JSON (.json)
+// file. Durations are strings such as "10s".
+func LoadConfigFile(path string) (Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("%w: read config file: %w", ErrInvalidConfig, err)
+	}
+	return parseConfig(b, filepath.Ext(path), path)
+}
+
+func parseConfig(b []byte, ext, name string) (Config, error) {
+	var c Config
+	switch strings.ToLower(ext) {
+	case ".yaml", ".yml":
+		var f fileConfig
+		if err := yaml.Unmarshal(b, &f); err != nil {
+			return c, fmt.Errorf("%w: config file %s: %s", ErrInvalidConfig, name, Redact(err.Error()))
+		}
+		return f.toConfig(name)
+	case ".json":
+		var f fileConfig
+		if err := json.Unmarshal(b, &f); err != nil {
+			return c, fmt.Errorf("%w: config file %s: %s", ErrInvalidConfig, name, Redact(err.Error()))
+		}
+		return f.toConfig(name)
+	default:
+		return c, fmt.Errorf("%w: config file %s: extension %q, want .yaml, .yml or .json", ErrInvalidConfig, name, ext)
+	}
+}
+
+// fileConfig is Config as written in files (durations as strings).
+type fileConfig struct {
+	URL    string        `json:"url" yaml:"url"`
+	Memory MemoryOptions `json:"memory" yaml:"memory"`
+	SQL    SQLOptions    `json:"sql" yaml:"sql"`
+	AMQP   AMQPOptions   `json:"amqp" yaml:"amqp"`
+	NATS   NATSOptions   `json:"nats" yaml:"nats"`
+	Redis  RedisOptions  `json:"redis" yaml:"redis"`
+	Kafka  struct {
+		ClientID string `json:"client_id" yaml:"client_id"`
+		Timeout  string `json:"timeout" yaml:"timeout"`
+	} `json:"kafka" yaml:"kafka"`
+}
+
+func (f fileConfig) toConfig(name string) (Config, error) {
+	c := Config{URL: f.URL, Memory: f.Memory, SQL: f.SQL, AMQP: f.AMQP, NATS: f.NATS, Redis: f.Redis}
+	c.Kafka.ClientID = f.Kafka.ClientID
+	if f.Kafka.Timeout != "" {
+		d, err := time.ParseDuration(f.Kafka.Timeout)
+		if err != nil {
+			return c, fmt.Errorf("%w: config file %s: kafka.timeout %q is not a duration", ErrInvalidConfig, name, f.Kafka.Timeout)
+		}
+		c.Kafka.Timeout = d
+	}
+	if err := c.WithDefaults().Validate(); err != nil {
+		return c, fmt.Errorf("config file %s: %w", name, err)
+	}
+	return c, nil
+}

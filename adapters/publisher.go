@@ -1,0 +1,217 @@
+package adapters
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/IBM/sarama"
+	"github.com/ThreeDotsLabs/watermill"
+	amqp "github.com/ThreeDotsLabs/watermill-amqp/v3/pkg/amqp"
+	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
+	wnats "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/nats"
+	"github.com/ThreeDotsLabs/watermill-redisstream/pkg/redisstream"
+	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+)
+
+// KeyMetadata is the message metadata key holding the record key; the
+// engine sets it on every message (engine.MetadataKey). The Kafka adapter
+// uses it as the Kafka message key.
+const KeyMetadata = "postrelay_key"
+
+// NewPublisher builds the Watermill publisher cfg describes. The returned
+// publisher's Close closes every connection it opened. Errors never contain
+// the URL's password.
+func NewPublisher(ctx context.Context, cfg Config) (message.Publisher, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	p, _ := parseURL(cfg.URL)
+	logger := watermill.NewSlogLogger(cfg.Logger)
+	wrap := func(what string, err error) error {
+		return fmt.Errorf("adapters: %s publisher for %s: %s", what, Redact(cfg.URL), RedactError(err))
+	}
+	switch p.scheme {
+	case "memory":
+		return NewMemory(cfg), nil
+	case "postgres", "postgresql":
+		pub, err := newSQLPublisher(ctx, cfg, logger)
+		if err != nil {
+			return nil, wrap("postgres", err)
+		}
+		return pub, nil
+	case "amqp", "amqps":
+		pub, err := amqp.NewPublisher(amqpConfig(cfg), logger)
+		if err != nil {
+			return nil, wrap("amqp", err)
+		}
+		return pub, nil
+	case "nats":
+		pub, err := wnats.NewPublisher(natsPublisherConfig(cfg), logger)
+		if err != nil {
+			return nil, wrap("nats", err)
+		}
+		return pub, nil
+	case "redis", "rediss":
+		opts, err := redis.ParseURL(cfg.URL)
+		if err != nil {
+			return nil, wrap("redis", err)
+		}
+		client := redis.NewClient(opts)
+		if err := client.Ping(ctx).Err(); err != nil {
+			_ = client.Close()
+			return nil, wrap("redis", err)
+		}
+		pub, err := redisstream.NewPublisher(redisstream.PublisherConfig{Client: client, DefaultMaxlen: cfg.Redis.MaxLen}, logger)
+		if err != nil {
+			_ = client.Close()
+			return nil, wrap("redis", err)
+		}
+		return withClose(pub, client.Close), nil
+	case "kafka":
+		pub, err := kafka.NewPublisher(kafka.PublisherConfig{
+			Brokers:               p.hosts,
+			Marshaler:             KafkaMarshaler(),
+			OverwriteSaramaConfig: saramaConfig(cfg),
+		}, logger)
+		if err != nil {
+			return nil, wrap("kafka", err)
+		}
+		return pub, nil
+	}
+	return nil, fmt.Errorf("%w: unknown broker scheme %q", ErrInvalidConfig, p.scheme)
+}
+
+// Memory is the memory:// broker: Watermill's gochannel. It is also a
+// message.Subscriber, for tests and demos.
+type Memory struct {
+	*gochannel.GoChannel
+	print bool
+	log   *slog.Logger
+}
+
+// NewMemory returns a memory broker. Messages published while nobody
+// subscribes to their topic are dropped.
+func NewMemory(cfg Config) *Memory {
+	cfg = cfg.WithDefaults()
+	if p, err := parseURL(cfg.URL); err == nil && p.scheme == "memory" && p.u.Query().Get("print") == "true" {
+		cfg.Memory.Print = true
+	}
+	return &Memory{
+		GoChannel: gochannel.NewGoChannel(gochannel.Config{OutputChannelBuffer: cfg.Memory.OutputBuffer}, watermill.NewSlogLogger(cfg.Logger)),
+		print:     cfg.Memory.Print,
+		log:       cfg.Logger,
+	}
+}
+
+// Publish implements message.Publisher.
+func (m *Memory) Publish(topic string, msgs ...*message.Message) error {
+	if m.print {
+		for _, msg := range msgs {
+			m.log.Info("adapters: memory broker message", "topic", topic, "message_id", msg.UUID,
+				"key", msg.Metadata.Get(KeyMetadata), "payload_bytes", len(msg.Payload))
+		}
+	}
+	return m.GoChannel.Publish(topic, msgs...)
+}
+
+func newSQLPublisher(ctx context.Context, cfg Config, logger watermill.LoggerAdapter) (message.Publisher, error) {
+	pcfg, err := pgxpool.ParseConfig(cfg.URL)
+	if err != nil {
+		return nil, errors.New("the URL is not a valid PostgreSQL URL")
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	pub, err := wsql.NewPublisher(wsql.BeginnerFromPgx(pool), wsql.PublisherConfig{
+		SchemaAdapter:        SQLSchema(cfg),
+		AutoInitializeSchema: true,
+	}, logger)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return withClose(pub, func() error { pool.Close(); return nil }), nil
+}
+
+// SQLSchema is the watermill-sql schema adapter postgres:// uses; a
+// watermill-sql subscriber reading the same topics must use it too.
+func SQLSchema(cfg Config) wsql.DefaultPostgreSQLSchema {
+	cfg = cfg.WithDefaults()
+	typ := strings.ToUpper(cfg.SQL.PayloadType)
+	return wsql.DefaultPostgreSQLSchema{GeneratePayloadType: func(string) string { return typ }}
+}
+
+func amqpConfig(cfg Config) amqp.Config {
+	var c amqp.Config
+	if cfg.AMQP.Mode == "topic" {
+		c = amqp.NewDurablePubSubConfig(cfg.URL, nil)
+		c.Exchange.GenerateName = amqp.GenerateExchangeNameConstant(cfg.AMQP.Exchange)
+		c.Exchange.Type = "topic"
+		c.Publish.GenerateRoutingKey = func(topic string) string { return topic }
+	} else {
+		c = amqp.NewDurableQueueConfig(cfg.URL)
+	}
+	c.Publish.ConfirmDelivery = true
+	return c
+}
+
+func natsPublisherConfig(cfg Config) wnats.PublisherConfig {
+	return wnats.PublisherConfig{
+		URL: cfg.URL,
+		JetStream: wnats.JetStreamConfig{
+			AutoProvision: true,
+			TrackMsgID:    !cfg.NATS.DisableMsgID,
+		},
+	}
+}
+
+// KafkaMarshaler marshals messages with the record key (metadata
+// postrelay_key) as the Kafka message key, so the records of one key land
+// in one Kafka partition, in order.
+func KafkaMarshaler() kafka.MarshalerUnmarshaler {
+	return kafka.NewWithPartitioningMarshaler(func(_ string, msg *message.Message) (string, error) {
+		return msg.Metadata.Get(KeyMetadata), nil
+	})
+}
+
+func saramaConfig(cfg Config) *sarama.Config {
+	c := kafka.DefaultSaramaSyncPublisherConfig()
+	c.ClientID = cfg.Kafka.ClientID
+	c.Producer.RequiredAcks = sarama.WaitForAll
+	c.Producer.Timeout = cfg.Kafka.Timeout
+	c.Producer.Partitioner = sarama.NewHashPartitioner
+	c.Producer.Idempotent = false
+	c.Net.MaxOpenRequests = 1 // with retries, keeps per-partition order
+	return c
+}
+
+// closing adds cleanups to a publisher's Close.
+type closing struct {
+	message.Publisher
+	extra []func() error
+}
+
+func withClose(p message.Publisher, extra ...func() error) message.Publisher {
+	return &closing{Publisher: p, extra: extra}
+}
+
+func (c *closing) Close() error {
+	errs := []error{c.Publisher.Close()}
+	for _, f := range c.extra {
+		errs = append(errs, f())
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,370 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/postrelay/postrelay/engine"
+	"github.com/postrelay/postrelay/internal/pgtest"
+)
+
+// relay is one `postrelay run` process.
+type relay struct {
+	id     string
+	cmd    *exec.Cmd
+	mu     sync.Mutex
+	stderr bytes.Buffer
+	exited chan error
+}
+
+func (r *relay) Write(p []byte) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.stderr.Write(p)
+}
+
+func (r *relay) log() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.stderr.String()
+}
+
+// cluster is a schema, a broker topic table and the relay processes on it.
+type cluster struct {
+	t      *testing.T
+	pool   *pgxpool.Pool
+	cfg    engine.Config
+	topic  string
+	args   []string
+	relays []*relay
+}
+
+const (
+	procLeaseTTL  = 2 * time.Second
+	procHeartbeat = 200 * time.Millisecond
+)
+
+func newCluster(t *testing.T, extra ...string) *cluster {
+	t.Helper()
+	pool, schema := pgtest.FreshSchema(t)
+	cfg := engine.Config{Schema: schema, Partitions: 16}
+	require.NoError(t, engine.Migrate(context.Background(), pool, cfg))
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	topic := "proc_" + hex.EncodeToString(b[:])
+	t.Cleanup(func() {
+		_, _ = pool.Exec(context.Background(), "DROP TABLE IF EXISTS "+pgx.Identifier{"watermill_" + topic}.Sanitize())
+		_, _ = pool.Exec(context.Background(), "DROP TABLE IF EXISTS "+pgx.Identifier{"watermill_offsets_" + topic}.Sanitize())
+	})
+	args := append([]string{"run",
+		"--database-url", pgtest.URL(), "--schema", schema, "--broker", pgtest.URL(),
+		"--lease-ttl", procLeaseTTL.String(), "--heartbeat-interval", procHeartbeat.String(),
+		"--poll-interval", "200ms", "--retry-initial", "50ms", "--retry-max", "500ms", "--log-level", "info",
+	}, extra...)
+	return &cluster{t: t, pool: pool, cfg: cfg, topic: topic, args: args}
+}
+
+func (c *cluster) start(id string) *relay {
+	c.t.Helper()
+	r := &relay{id: id, exited: make(chan error, 1)}
+	r.cmd = exec.Command(binary, append(c.args, "--instance-id", id)...)
+	r.cmd.Stderr = r
+	r.cmd.Stdout = io.Discard
+	require.NoError(c.t, r.cmd.Start())
+	go func() { r.exited <- r.cmd.Wait() }()
+	c.relays = append(c.relays, r)
+	c.t.Cleanup(func() {
+		_ = r.cmd.Process.Signal(syscall.SIGCONT)
+		_ = r.cmd.Process.Kill()
+		<-r.exited
+		if c.t.Failed() {
+			c.t.Logf("relay %s log:\n%s", r.id, r.log())
+		}
+	})
+	return r
+}
+
+// stop sends SIGTERM and requires a clean exit.
+func (c *cluster) stop(r *relay) {
+	c.t.Helper()
+	require.NoError(c.t, r.cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case err := <-r.exited:
+		require.NoError(c.t, err, "relay %s exit; log:\n%s", r.id, r.log())
+		r.exited <- err
+	case <-time.After(30 * time.Second):
+		c.t.Fatalf("relay %s did not stop on SIGTERM", r.id)
+	}
+}
+
+// owners returns partition → owner with an unexpired lease.
+func (c *cluster) owners() map[int]string {
+	c.t.Helper()
+	rows, err := c.pool.Query(context.Background(), "SELECT partition, owner FROM "+
+		pgx.Identifier{c.cfg.Schema, "partitions"}.Sanitize()+" WHERE owner IS NOT NULL AND lease_until > now()")
+	require.NoError(c.t, err)
+	m := map[int]string{}
+	var p int
+	var o string
+	_, err = pgx.ForEachRow(rows, []any{&p, &o}, func() error { m[p] = o; return nil })
+	require.NoError(c.t, err)
+	return m
+}
+
+// delivery is one message found in the broker's topic table.
+type delivery struct {
+	uuid     string
+	key      string
+	recordID int64
+}
+
+// deliveries reads the broker side: watermill-sql's topic table in offset
+// (publish) order.
+func (c *cluster) deliveries() []delivery {
+	c.t.Helper()
+	rows, err := c.pool.Query(context.Background(), `SELECT uuid, metadata->>'postrelay_key', (metadata->>'postrelay_record_id')::bigint FROM `+
+		pgx.Identifier{"watermill_" + c.topic}.Sanitize()+` ORDER BY "offset"`)
+	if err != nil {
+		if strings.Contains(err.Error(), "does not exist") {
+			return nil
+		}
+		require.NoError(c.t, err)
+	}
+	var out []delivery
+	var d delivery
+	_, err = pgx.ForEachRow(rows, []any{&d.uuid, &d.key, &d.recordID}, func() error { out = append(out, d); return nil })
+	require.NoError(c.t, err)
+	return out
+}
+
+// writer writes records in transactions (every fifth rolled back) until
+// stopped, and reports the committed and rolled-back message ids.
+type writer struct {
+	mu         sync.Mutex
+	committed  map[string]bool
+	rolledBack map[string]bool
+	cancel     context.CancelFunc
+	done       chan struct{}
+}
+
+func (c *cluster) startWriter(keys int, pause time.Duration) *writer {
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &writer{committed: map[string]bool{}, rolledBack: map[string]bool{}, cancel: cancel, done: make(chan struct{})}
+	ew := engine.NewWriter(c.cfg)
+	go func() {
+		defer close(w.done)
+		tick := time.NewTicker(pause)
+		defer tick.Stop()
+		for i := 0; ctx.Err() == nil; i++ {
+			tx, err := c.pool.Begin(ctx)
+			if err != nil {
+				return
+			}
+			ids := make([]string, 3)
+			recs := make([]engine.Record, 3)
+			for j := range recs {
+				ids[j] = fmt.Sprintf("m-%d-%d", i, j)
+				recs[j] = engine.Record{Topic: c.topic, Key: fmt.Sprintf("k%d", (i*3+j)%keys),
+					Payload: fmt.Appendf(nil, `{"i":%d}`, i), MessageID: ids[j]}
+			}
+			if err := ew.Write(ctx, tx, recs...); err != nil {
+				_ = tx.Rollback(context.Background())
+				return
+			}
+			commit := i%5 != 4
+			if commit {
+				err = tx.Commit(ctx)
+			} else {
+				err = tx.Rollback(ctx)
+			}
+			if err != nil {
+				return
+			}
+			w.mu.Lock()
+			for _, id := range ids {
+				if commit {
+					w.committed[id] = true
+				} else {
+					w.rolledBack[id] = true
+				}
+			}
+			w.mu.Unlock()
+			select {
+			case <-tick.C:
+			case <-ctx.Done():
+			}
+		}
+	}()
+	return w
+}
+
+func (w *writer) stop() {
+	w.cancel()
+	<-w.done
+}
+
+// verify waits until every committed record is on the broker, then checks
+// no rolled-back record is, and per-key order of first deliveries. It
+// returns the number of duplicates.
+func (c *cluster) verify(w *writer, timeout time.Duration) (delivered, dups int) {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	var ds []delivery
+	for {
+		ds = c.deliveries()
+		seen := map[string]bool{}
+		for _, d := range ds {
+			seen[d.uuid] = true
+		}
+		missing := 0
+		for id := range w.committed {
+			if !seen[id] {
+				missing++
+			}
+		}
+		if missing == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("%d of %d committed records never delivered", missing, len(w.committed))
+		}
+		<-time.After(100 * time.Millisecond) // poll the broker table again
+	}
+	first := map[string]bool{}
+	last := map[string]int64{}
+	for _, d := range ds {
+		require.False(c.t, w.rolledBack[d.uuid], "rolled-back record %s delivered", d.uuid)
+		if first[d.uuid] {
+			dups++
+			continue
+		}
+		first[d.uuid] = true
+		require.GreaterOrEqual(c.t, d.recordID, last[d.key], "key %s: record %d first delivered after %d", d.key, d.recordID, last[d.key])
+		last[d.key] = d.recordID
+	}
+	return len(first), dups
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Since(start) > timeout {
+			t.Fatalf("%s: not within %v", what, timeout)
+		}
+		<-tick.C
+	}
+	return time.Since(start)
+}
+
+// Three relay processes; one is killed with SIGKILL mid-run and another
+// started: nothing is lost, order per key holds, and the dead one's
+// partitions are taken over within the lease TTL plus one heartbeat.
+func TestProcessesSurviveKill9(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	w := c.startWriter(40, 5*time.Millisecond)
+	r1, _, _ := c.start("p1"), c.start("p2"), c.start("p3")
+	waitFor(t, 20*time.Second, "three relays share the partitions", func() bool {
+		o := c.owners()
+		n := map[string]int{}
+		for _, v := range o {
+			n[v]++
+		}
+		return len(o) == 16 && n["p1"] > 0 && n["p2"] > 0 && n["p3"] > 0
+	})
+	waitFor(t, 20*time.Second, "deliveries flow", func() bool { return len(c.deliveries()) > 200 })
+
+	var victim []int
+	for p, o := range c.owners() {
+		if o == "p1" {
+			victim = append(victim, p)
+		}
+	}
+	require.NoError(t, r1.cmd.Process.Signal(syscall.SIGKILL))
+	killed := time.Now()
+	<-r1.exited
+	c.start("p4")
+	took := waitFor(t, 20*time.Second, "takeover of the killed relay's partitions", func() bool {
+		o := c.owners()
+		for _, p := range victim {
+			if o[p] == "" || o[p] == "p1" {
+				return false
+			}
+		}
+		return true
+	})
+	took = time.Since(killed)
+	t.Logf("takeover of %d partitions after SIGKILL: %v (lease TTL %v, heartbeat %v)", len(victim), took, procLeaseTTL, procHeartbeat)
+	// TTL plus one tick, with one more tick of slack for the poll above.
+	require.LessOrEqual(t, took, procLeaseTTL+3*procHeartbeat)
+
+	waitFor(t, 20*time.Second, "more deliveries after takeover", func() bool { return len(c.deliveries()) > 600 })
+	w.stop()
+	delivered, dups := c.verify(w, 60*time.Second)
+	t.Logf("kill -9: %d committed records delivered, %d rolled back never delivered, %d duplicates", delivered, len(w.rolledBack), dups)
+	for _, r := range c.relays[1:] {
+		c.stop(r)
+	}
+}
+
+// A relay frozen with SIGSTOP past its lease cannot commit progress after it
+// resumes: its completions are fenced off and it logs the lost leases.
+func TestFrozenRelayIsFencedAfterResume(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, "--publish-delay", "20ms", "--batch-size", "20")
+	w := c.startWriter(40, 2*time.Millisecond)
+	r1 := c.start("s1")
+	waitFor(t, 20*time.Second, "s1 owns every partition", func() bool { return len(c.owners()) == 16 })
+	r2 := c.start("s2")
+	waitFor(t, 20*time.Second, "s2 joins", func() bool {
+		n := 0
+		for _, o := range c.owners() {
+			if o == "s2" {
+				n++
+			}
+		}
+		return n > 0
+	})
+	waitFor(t, 20*time.Second, "deliveries flow", func() bool { return len(c.deliveries()) > 100 })
+
+	require.NoError(t, r1.cmd.Process.Signal(syscall.SIGSTOP))
+	waitFor(t, 20*time.Second, "s2 takes every partition of the frozen s1", func() bool {
+		o := c.owners()
+		if len(o) != 16 {
+			return false
+		}
+		for _, v := range o {
+			if v != "s2" {
+				return false
+			}
+		}
+		return true
+	})
+	require.NoError(t, r1.cmd.Process.Signal(syscall.SIGCONT))
+	waitFor(t, 20*time.Second, "s1 notices its leases are gone", func() bool {
+		return strings.Contains(r1.log(), "lease lost")
+	})
+	w.stop()
+	delivered, dups := c.verify(w, 60*time.Second)
+	t.Logf("SIGSTOP: %d committed records delivered, %d duplicates", delivered, dups)
+	c.stop(r1)
+	c.stop(r2)
+	require.NotContains(t, r1.log(), "level=ERROR")
+}
