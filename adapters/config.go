@@ -149,7 +149,21 @@ func parseURL(raw string) (parsedURL, error) {
 	if raw == "" {
 		return parsedURL{}, fmt.Errorf("%w: broker URL is empty (want one of %s)", ErrInvalidConfig, schemeList())
 	}
-	u, err := url.Parse(raw)
+	var u *url.URL
+	var err error
+	if len(raw) >= 8 && strings.EqualFold(raw[:8], "kafka://") {
+		// A broker list is no valid URL host: take it as it is.
+		hosts := raw[8:]
+		if i := strings.IndexAny(hosts, "/?#"); i >= 0 {
+			hosts = hosts[:i]
+		}
+		u = &url.URL{Scheme: "kafka", Host: hosts}
+		if hosts == "" {
+			return parsedURL{}, fmt.Errorf("%w: broker URL %q has no kafka brokers (want kafka://host:port[,host:port])", ErrInvalidConfig, Redact(raw))
+		}
+	} else {
+		u, err = url.Parse(raw)
+	}
 	if err != nil {
 		return parsedURL{}, fmt.Errorf("%w: broker URL %q is malformed", ErrInvalidConfig, Redact(raw))
 	}

@@ -105,7 +105,14 @@ func NewMemory(cfg Config) *Memory {
 		cfg.Memory.Print = true
 	}
 	return &Memory{
-		GoChannel: gochannel.NewGoChannel(gochannel.Config{OutputChannelBuffer: cfg.Memory.OutputBuffer}, watermill.NewSlogLogger(cfg.Logger)),
+		// Blocking until the subscriber acks keeps per-key order (gochannel
+		// otherwise hands each message to its own goroutine) and makes a
+		// successful Publish mean the subscriber has the message. Without
+		// subscribers nothing blocks.
+		GoChannel: gochannel.NewGoChannel(gochannel.Config{
+			OutputChannelBuffer:            cfg.Memory.OutputBuffer,
+			BlockPublishUntilSubscriberAck: true,
+		}, watermill.NewSlogLogger(cfg.Logger)),
 		print:     cfg.Memory.Print,
 		log:       cfg.Logger,
 	}

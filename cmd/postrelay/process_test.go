@@ -28,7 +28,8 @@ type relay struct {
 	cmd    *exec.Cmd
 	mu     sync.Mutex
 	stderr bytes.Buffer
-	exited chan error
+	exited chan struct{} // closed when the process has exited
+	err    error         // its exit status, once exited is closed
 }
 
 func (r *relay) Write(p []byte) (int, error) {
@@ -80,12 +81,15 @@ func newCluster(t *testing.T, extra ...string) *cluster {
 
 func (c *cluster) start(id string) *relay {
 	c.t.Helper()
-	r := &relay{id: id, exited: make(chan error, 1)}
+	r := &relay{id: id, exited: make(chan struct{})}
 	r.cmd = exec.Command(binary, append(c.args, "--instance-id", id)...)
 	r.cmd.Stderr = r
 	r.cmd.Stdout = io.Discard
 	require.NoError(c.t, r.cmd.Start())
-	go func() { r.exited <- r.cmd.Wait() }()
+	go func() {
+		r.err = r.cmd.Wait()
+		close(r.exited)
+	}()
 	c.relays = append(c.relays, r)
 	c.t.Cleanup(func() {
 		_ = r.cmd.Process.Signal(syscall.SIGCONT)
@@ -103,9 +107,8 @@ func (c *cluster) stop(r *relay) {
 	c.t.Helper()
 	require.NoError(c.t, r.cmd.Process.Signal(syscall.SIGTERM))
 	select {
-	case err := <-r.exited:
-		require.NoError(c.t, err, "relay %s exit; log:\n%s", r.id, r.log())
-		r.exited <- err
+	case <-r.exited:
+		require.NoError(c.t, r.err, "relay %s exit; log:\n%s", r.id, r.log())
 	case <-time.After(30 * time.Second):
 		c.t.Fatalf("relay %s did not stop on SIGTERM", r.id)
 	}

@@ -1,0 +1,215 @@
+// Package adaptertest opens every broker postrelay supports against the real
+// servers on this machine (and Kafka as franz-go's in-process kfake cluster
+// on loopback TCP), each with a subscriber of that broker, for conformance
+// and end-to-end tests. A server that is down fails the test with the
+// command that starts it.
+package adaptertest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/ThreeDotsLabs/watermill"
+	amqp "github.com/ThreeDotsLabs/watermill-amqp/v3/pkg/amqp"
+	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
+	wnats "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/nats"
+	"github.com/ThreeDotsLabs/watermill-redisstream/pkg/redisstream"
+	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jackc/pgx/v5"
+	"github.com/redis/go-redis/v9"
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/postrelay/postrelay/adapters"
+	"github.com/postrelay/postrelay/internal/pgtest"
+)
+
+// Broker is one broker under test.
+type Broker struct {
+	Name string
+	// Open returns a publisher built by adapters.NewPublisher for this
+	// broker and the messages of topic, subscribed before it returns. Both
+	// are closed when the test ends.
+	Open func(t *testing.T, topic string) (message.Publisher, <-chan *message.Message)
+}
+
+// Local server addresses and how to start each.
+const (
+	AMQPURL  = "amqp://guest:guest@127.0.0.1:5672/"
+	NATSURL  = "nats://127.0.0.1:4222"
+	RedisURL = "redis://127.0.0.1:6379/0"
+)
+
+var startHints = map[string]string{
+	"127.0.0.1:5672": "RabbitMQ is down: start it with `rabbitmq-server -detached` (or .ci/services rabbitmq)",
+	"127.0.0.1:4222": "NATS is down: start it with `start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server` (or .ci/services nats)",
+	"127.0.0.1:6379": `Redis is down: start it with redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" (or .ci/services redis)`,
+}
+
+// Require fails the test if nothing listens on addr.
+func Require(t testing.TB, addr string) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		t.Fatalf("%s (%v)", startHints[addr], err)
+	}
+	_ = c.Close()
+}
+
+// Topic returns a unique topic name.
+func Topic(prefix string) string {
+	var b [5]byte
+	_, _ = rand.Read(b[:])
+	return prefix + "_" + hex.EncodeToString(b[:])
+}
+
+func logger() watermill.LoggerAdapter { return watermill.NopLogger{} }
+
+func subscribe(t *testing.T, sub message.Subscriber, topic string) <-chan *message.Message {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(func() {
+		cancel()
+		_ = sub.Close()
+	})
+	ch, err := sub.Subscribe(ctx, topic)
+	if err != nil {
+		t.Fatalf("subscribe %s: %v", topic, err)
+	}
+	return ch
+}
+
+func publisher(t *testing.T, cfg adapters.Config) message.Publisher {
+	t.Helper()
+	pub, err := adapters.NewPublisher(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("new publisher: %v", err)
+	}
+	t.Cleanup(func() { _ = pub.Close() })
+	return pub
+}
+
+// Brokers returns every supported broker.
+func Brokers() []Broker {
+	return []Broker{Memory(), Postgres(), AMQP(), NATS(), Redis(), Kafka()}
+}
+
+// Memory is memory:// with a gochannel subscriber on the same instance.
+func Memory() Broker {
+	return Broker{Name: "memory", Open: func(t *testing.T, topic string) (message.Publisher, <-chan *message.Message) {
+		m := adapters.NewMemory(adapters.Config{URL: "memory://"})
+		return m, subscribe(t, m, topic)
+	}}
+}
+
+// Postgres is postgres:// (watermill-sql) with a watermill-sql subscriber.
+func Postgres() Broker {
+	return Broker{Name: "postgres", Open: func(t *testing.T, topic string) (message.Publisher, <-chan *message.Message) {
+		pool := pgtest.Pool(t)
+		t.Cleanup(func() {
+			ctx := context.Background()
+			_, _ = pool.Exec(ctx, "DROP TABLE IF EXISTS "+pgx.Identifier{"watermill_" + topic}.Sanitize())
+			_, _ = pool.Exec(ctx, "DROP TABLE IF EXISTS "+pgx.Identifier{"watermill_offsets_" + topic}.Sanitize())
+		})
+		cfg := adapters.Config{URL: pgtest.URL()}
+		sub, err := wsql.NewSubscriber(wsql.BeginnerFromPgx(pool), wsql.SubscriberConfig{
+			SchemaAdapter:    adapters.SQLSchema(cfg),
+			OffsetsAdapter:   wsql.DefaultPostgreSQLOffsetsAdapter{},
+			InitializeSchema: true,
+			PollInterval:     10 * time.Millisecond,
+		}, logger())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ch := subscribe(t, sub, topic)
+		return publisher(t, cfg), ch
+	}}
+}
+
+// AMQP is amqp:// (a durable queue per topic) with an amqp subscriber.
+func AMQP() Broker {
+	return Broker{Name: "amqp", Open: func(t *testing.T, topic string) (message.Publisher, <-chan *message.Message) {
+		Require(t, "127.0.0.1:5672")
+		sub, err := amqp.NewSubscriber(amqp.NewDurableQueueConfig(AMQPURL), logger())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ch := subscribe(t, sub, topic)
+		return publisher(t, adapters.Config{URL: AMQPURL}), ch
+	}}
+}
+
+// NATS is nats:// (JetStream) with a JetStream subscriber.
+func NATS() Broker {
+	return Broker{Name: "nats", Open: func(t *testing.T, topic string) (message.Publisher, <-chan *message.Message) {
+		Require(t, "127.0.0.1:4222")
+		sub, err := wnats.NewSubscriber(wnats.SubscriberConfig{
+			URL:              NATSURL,
+			SubscribersCount: 1,
+			AckWaitTimeout:   30 * time.Second,
+			CloseTimeout:     5 * time.Second,
+			JetStream: wnats.JetStreamConfig{
+				AutoProvision: true,
+				DurablePrefix: "postrelay_test",
+			},
+		}, logger())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ch := subscribe(t, sub, topic)
+		return publisher(t, adapters.Config{URL: NATSURL}), ch
+	}}
+}
+
+// Redis is redis:// (streams) with a redisstream subscriber.
+func Redis() Broker {
+	return Broker{Name: "redis", Open: func(t *testing.T, topic string) (message.Publisher, <-chan *message.Message) {
+		Require(t, "127.0.0.1:6379")
+		client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
+		t.Cleanup(func() {
+			_ = client.Del(context.Background(), topic).Err()
+			_ = client.Close()
+		})
+		sub, err := redisstream.NewSubscriber(redisstream.SubscriberConfig{
+			Client:        client,
+			ConsumerGroup: "postrelay_test",
+			Consumer:      "c1",
+			OldestId:      "0",
+		}, logger())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ch := subscribe(t, sub, topic)
+		return publisher(t, adapters.Config{URL: RedisURL}), ch
+	}}
+}
+
+// Kafka is kafka:// against an in-process kfake cluster on loopback TCP,
+// with a watermill-kafka subscriber reading every partition from the start.
+func Kafka() Broker {
+	return Broker{Name: "kafka", Open: func(t *testing.T, topic string) (message.Publisher, <-chan *message.Message) {
+		c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, topic))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(c.Close)
+		addr := c.ListenAddrs()[0]
+		sc := kafka.DefaultSaramaSubscriberConfig()
+		sc.Consumer.Offsets.Initial = sarama.OffsetOldest
+		sub, err := kafka.NewSubscriber(kafka.SubscriberConfig{
+			Brokers:               []string{addr},
+			Unmarshaler:           adapters.KafkaMarshaler(),
+			OverwriteSaramaConfig: sc,
+		}, logger())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ch := subscribe(t, sub, topic)
+		return publisher(t, adapters.Config{URL: "kafka://" + addr}), ch
+	}}
+}
