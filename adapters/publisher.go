@@ -113,8 +113,8 @@ func NewMemory(cfg Config) *Memory {
 			OutputChannelBuffer:            cfg.Memory.OutputBuffer,
 			BlockPublishUntilSubscriberAck: true,
 		}, watermill.NewSlogLogger(cfg.Logger)),
-		print:     cfg.Memory.Print,
-		log:       cfg.Logger,
+		print: cfg.Memory.Print,
+		log:   cfg.Logger,
 	}
 }
 
