@@ -89,9 +89,11 @@ type Config struct {
 	RetryJitter float64
 
 	// PublishConcurrency is how many keys of one partition's batch are
-	// published at the same time. Records of one key are always published
-	// one after the other, in order; 1 publishes the whole batch in id
-	// order. Between 1 and 256. Defaults to 4.
+	// published at the same time when the broker is slow (a Publish call
+	// takes 200µs or more on average); faster brokers are fed in id order
+	// from one goroutine. Records of one key are always published one
+	// after the other, in order; 1 always publishes in id order. Between 1
+	// and 256. Defaults to 4.
 	PublishConcurrency int
 
 	// MaxInFlight bounds the Publish calls in flight in this instance, across

@@ -64,6 +64,29 @@ type partitionActor struct {
 	// pending holds the events of the batch in flight; they are applied and
 	// emitted once the batch's completion is committed.
 	pending []Event
+	// publishEWMA is a moving average of one Publish call's duration.
+	publishEWMA time.Duration
+}
+
+// parallelPublishThreshold is the average publish duration from which a
+// partition publishes several keys at once.
+const parallelPublishThreshold = 200 * time.Microsecond
+
+// observePublishTimes folds the batch's publish durations into publishEWMA.
+func (a *partitionActor) observePublishTimes() {
+	var sum time.Duration
+	n := 0
+	for _, e := range a.pending {
+		if e.Duration > 0 {
+			sum += e.Duration
+			n++
+		}
+	}
+	if n == 0 {
+		return
+	}
+	mean := sum / time.Duration(n)
+	a.publishEWMA = (a.publishEWMA*3 + mean) / 4
 }
 
 func newPartitionActor(e *Engine, p int, epoch int64, deadline time.Time) *partitionActor {
@@ -75,6 +98,7 @@ func newPartitionActor(e *Engine, p int, epoch int64, deadline time.Time) *parti
 	}
 	a.st.epoch = epoch
 	a.st.leaseDeadline = deadline
+	a.publishEWMA = parallelPublishThreshold // until measured, assume a network broker
 	return a
 }
 
@@ -189,12 +213,17 @@ func (a *partitionActor) runBatch(ctx context.Context) (int, error) {
 
 	a.done.reset()
 	a.pending = a.pending[:0]
-	lanes := a.lanes(batch)
-	if len(lanes) <= 1 || a.e.cfg.PublishConcurrency == 1 {
+	// Publishing keys in parallel pays off only when a publish waits on the
+	// network; for a broker that answers in microseconds the goroutines
+	// cost more than they save.
+	if a.e.cfg.PublishConcurrency == 1 || a.publishEWMA < parallelPublishThreshold {
+		a.publishSequential(ctx, batch, fetchedAt)
+	} else if lanes := a.lanes(batch); len(lanes) <= 1 {
 		a.publishSequential(ctx, batch, fetchedAt)
 	} else {
 		a.publishLanes(ctx, batch, lanes, fetchedAt)
 	}
+	a.observePublishTimes()
 	if a.done.empty() {
 		return len(batch), nil
 	}
