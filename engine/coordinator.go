@@ -26,6 +26,7 @@ type owned struct {
 	ref      *actors.Ref
 	stopping bool
 	release  bool // stopping on purpose: release the lease once stopped
+	lost     bool // EventLeaseLost was emitted
 }
 
 // coordinator heartbeats, computes the assignment, and acquires, renews and
@@ -113,9 +114,12 @@ func (c *coordinator) tick(ctx context.Context) {
 			// Lost: someone else holds it now, or it was reset. The actor
 			// must not commit anything more (the fence would stop it too).
 			log.Warn("postrelay: coordinator found partition lease lost", "partition", p, "epoch", o.epoch)
-			lost := c.event(EventLeaseLost)
-			lost.Partition, lost.Epoch = p, o.epoch
-			c.e.emit(lost)
+			if !o.lost {
+				o.lost = true
+				lost := c.event(EventLeaseLost)
+				lost.Partition, lost.Epoch = p, o.epoch
+				c.e.emit(lost)
+			}
 			_ = o.actor.mailbox.SendControl(ctx, leaseMsg{lost: true})
 			if !o.stopping {
 				o.stopping = true
@@ -237,6 +241,11 @@ func (c *coordinator) handleExit(ctx context.Context, m coordMsg) {
 	// stopped after a failed renewal. Forget the partition; the next tick
 	// acquires it again if it is still ours and free.
 	delete(c.owned, m.partition)
+	if !o.lost {
+		lost := c.event(EventLeaseLost)
+		lost.Partition, lost.Epoch, lost.Err = m.partition, m.epoch, m.err
+		c.e.emit(lost)
+	}
 	if m.err != nil && !errors.Is(m.err, ErrLeaseLost) {
 		c.e.cfg.Logger.Warn("postrelay: partition actor ended", "partition", m.partition, "error", m.err)
 	}
@@ -254,6 +263,9 @@ func (c *coordinator) shutdown(ctx context.Context) {
 		cfg.Logger.Warn("postrelay: coordinator releasing leases on shutdown failed", "error", err)
 	}
 	for p, o := range c.owned {
+		if o.lost {
+			continue
+		}
 		e := c.event(EventLeaseReleased)
 		e.Partition, e.Epoch = p, o.epoch
 		c.e.emit(e)

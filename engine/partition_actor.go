@@ -187,8 +187,7 @@ func (a *partitionActor) lose(err error) {
 	a.e.cfg.Logger.Warn("postrelay: partition lease lost, stopping without committing", "partition", a.p, "epoch", a.st.epoch, "error", err)
 	e := a.event(EventLeaseLost)
 	e.Err = err
-	a.st.apply(e)
-	a.e.emit(e)
+	a.st.apply(e) // the coordinator emits the event when the actor exits
 }
 
 func (a *partitionActor) event(kind EventKind) Event {

@@ -123,7 +123,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		pub = delayedPublisher{Publisher: pub, delay: r.publishDelay}
 	}
 
-	shutdownObs, err := o.setup(ctx, &cfg, log)
+	shutdownObs, err := o.setup(ctx, &cfg, pool, log)
 	if err != nil {
 		return err
 	}
@@ -156,10 +156,12 @@ func isSet(fs *flag.FlagSet, name string) bool {
 type observability struct {
 	metricsAddr  string
 	otlpEndpoint string
+	tracing      bool
 }
 
 func (o *observability) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address, e.g. :9090 (env POSTRELAY_METRICS_ADDR)")
+	fs.BoolVar(&o.tracing, "tracing", false, "create a span per delivery attempt even without --otlp-endpoint (spans are dropped; for measuring their cost)")
 	fs.StringVar(&o.otlpEndpoint, "otlp-endpoint", "", "export traces over OTLP/gRPC to this endpoint, e.g. 127.0.0.1:4317 (env POSTRELAY_OTLP_ENDPOINT)")
 }
 
