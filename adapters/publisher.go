@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 
 	"github.com/IBM/sarama"
 	"github.com/ThreeDotsLabs/watermill"
@@ -17,6 +18,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -54,7 +56,7 @@ func NewPublisher(ctx context.Context, cfg Config) (message.Publisher, error) {
 		}
 		return pub, nil
 	case "nats":
-		pub, err := wnats.NewPublisher(natsPublisherConfig(cfg), logger)
+		pub, err := newNATSPublisher(cfg, logger)
 		if err != nil {
 			return nil, wrap("nats", err)
 		}
@@ -175,14 +177,61 @@ func amqpConfig(cfg Config) amqp.Config {
 	return c
 }
 
-func natsPublisherConfig(cfg Config) wnats.PublisherConfig {
-	return wnats.PublisherConfig{
-		URL: cfg.URL,
-		JetStream: wnats.JetStreamConfig{
-			AutoProvision: true,
-			TrackMsgID:    !cfg.NATS.DisableMsgID,
-		},
+// natsPublisher provisions a JetStream stream per topic before its first
+// publish. Stream names cannot contain '.', which topics such as
+// "orders.placed" do, so the stream is named NATSStreamName(topic) while its
+// subject stays the topic itself.
+type natsPublisher struct {
+	message.Publisher
+	conn        *nats.Conn
+	js          nats.JetStreamContext
+	provisioned sync.Map // topic → struct{}
+}
+
+func newNATSPublisher(cfg Config, logger watermill.LoggerAdapter) (message.Publisher, error) {
+	conn, err := nats.Connect(cfg.URL)
+	if err != nil {
+		return nil, err
 	}
+	js, err := conn.JetStream()
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	pub, err := wnats.NewPublisherWithNatsConn(conn, wnats.PublisherPublishConfig{
+		Marshaler:         &wnats.NATSMarshaler{},
+		SubjectCalculator: wnats.DefaultSubjectCalculator,
+		JetStream:         wnats.JetStreamConfig{TrackMsgID: !cfg.NATS.DisableMsgID},
+	}, logger)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return &natsPublisher{Publisher: pub, conn: conn, js: js}, nil
+}
+
+// NATSStreamName is the JetStream stream nats:// provisions for a topic.
+func NATSStreamName(topic string) string {
+	return strings.NewReplacer(".", "_", "*", "_", ">", "_", " ", "_").Replace(topic)
+}
+
+func (p *natsPublisher) Publish(topic string, msgs ...*message.Message) error {
+	if _, ok := p.provisioned.Load(topic); !ok {
+		name := NATSStreamName(topic)
+		if _, err := p.js.StreamInfo(name); err != nil {
+			if _, err := p.js.AddStream(&nats.StreamConfig{Name: name, Subjects: []string{topic}}); err != nil && !errors.Is(err, nats.ErrStreamNameAlreadyInUse) {
+				return fmt.Errorf("adapters: provision JetStream stream %q for topic %q: %w", name, topic, err)
+			}
+		}
+		p.provisioned.Store(topic, struct{}{})
+	}
+	return p.Publisher.Publish(topic, msgs...)
+}
+
+func (p *natsPublisher) Close() error {
+	err := p.Publisher.Close()
+	p.conn.Close()
+	return err
 }
 
 // KafkaMarshaler marshals messages with the record key (metadata
