@@ -57,9 +57,10 @@ func (l *listener) Serve(ctx context.Context) error {
 // the writes that did not notify (see Config.NotifyInterval) and commits that
 // landed just after the notifying one.
 type tail struct {
-	e       *Engine
-	waker   *actors.Waker
-	lastMax int64
+	e         *Engine
+	waker     *actors.Waker
+	lastMax   int64
+	announced []int64 // per partition, the newest id a wake-up announced
 }
 
 // tailLookback is how far below the newest id seen a tail poll looks, for
@@ -67,15 +68,26 @@ type tail struct {
 const tailLookback = 1000
 
 func (t *tail) Serve(ctx context.Context) error {
+	t.announced = make([]int64, len(t.e.wakers))
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
 	armed := false
+	var last time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.waker.C():
+			// At most one poll per TailInterval; a wake-up inside the
+			// interval is served by the trailing poll.
+			if wait := t.e.cfg.TailInterval - time.Since(last); wait > 0 {
+				if !armed {
+					timer.Reset(wait)
+					armed = true
+				}
+				continue
+			}
 			if !armed {
 				timer.Reset(t.e.cfg.TailInterval)
 				armed = true
@@ -83,6 +95,7 @@ func (t *tail) Serve(ctx context.Context) error {
 		case <-timer.C:
 			armed = false
 		}
+		last = time.Now()
 		if err := t.poll(ctx); err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -92,6 +105,8 @@ func (t *tail) Serve(ctx context.Context) error {
 	}
 }
 
+// poll wakes the partitions whose newest record is newer than what was
+// already announced to them.
 func (t *tail) poll(ctx context.Context) error {
 	rows, err := t.e.pool.Query(ctx, t.e.store.sqlTail, max(t.lastMax-tailLookback, 0))
 	if err != nil {
@@ -100,7 +115,8 @@ func (t *tail) poll(ctx context.Context) error {
 	var p int32
 	var maxID int64
 	_, err = pgx.ForEachRow(rows, []any{&p, &maxID}, func() error {
-		if int(p) < len(t.e.wakers) {
+		if int(p) < len(t.e.wakers) && maxID > t.announced[p] {
+			t.announced[p] = maxID
 			t.e.wakers[p].Wake()
 		}
 		t.lastMax = max(t.lastMax, maxID)

@@ -66,6 +66,8 @@ type partitionActor struct {
 	pending []Event
 	// publishEWMA is a moving average of one Publish call's duration.
 	publishEWMA time.Duration
+	// nextRetry is the shortest retry backoff the last batch scheduled.
+	nextRetry time.Duration
 }
 
 // parallelPublishThreshold is the average publish duration from which a
@@ -140,10 +142,16 @@ func (a *partitionActor) Serve(ctx context.Context) error {
 				continue // a full batch: more is waiting
 			}
 			wait = a.e.cfg.PollInterval
-			if d, ok, err := a.e.store.nextAvailable(ctx, a.p); err == nil && ok && d < wait {
-				wait = max(d, time.Millisecond)
-			} else if err != nil && ctx.Err() == nil {
-				return fmt.Errorf("postrelay: partition %d: next available: %w", a.p, err)
+			if n == 0 {
+				// Idle: sleep until the next held record (delay or backoff)
+				// becomes available, if that is sooner than the poll.
+				if d, ok, err := a.e.store.nextAvailable(ctx, a.p); err == nil && ok && d < wait {
+					wait = max(d, time.Millisecond)
+				} else if err != nil && ctx.Err() == nil {
+					return fmt.Errorf("postrelay: partition %d: next available: %w", a.p, err)
+				}
+			} else if d := a.nextRetry; d > 0 && d < wait {
+				wait = d // this batch scheduled a retry: be back for it
 			}
 		}
 		timer.Reset(wait)
@@ -212,6 +220,7 @@ func (a *partitionActor) runBatch(ctx context.Context) (int, error) {
 
 	a.done.reset()
 	a.pending = a.pending[:0]
+	a.nextRetry = 0
 	// Publishing keys in parallel pays off only when a publish waits on the
 	// network; for a broker that answers in microseconds the goroutines
 	// cost more than they save.
@@ -358,6 +367,9 @@ func (a *partitionActor) record(o outcome) {
 		a.done.retryIDs = append(a.done.retryIDs, o.ev.RecordID)
 		a.done.retryErrs = append(a.done.retryErrs, o.err)
 		a.done.retryUS = append(a.done.retryUS, o.delay.Microseconds())
+		if a.nextRetry == 0 || o.delay < a.nextRetry {
+			a.nextRetry = max(o.delay, time.Millisecond)
+		}
 	case EventDeadLettered:
 		a.done.deadIDs = append(a.done.deadIDs, o.ev.RecordID)
 		a.done.deadErrs = append(a.done.deadErrs, o.err)
