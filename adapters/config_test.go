@@ -22,6 +22,8 @@ func TestMain(m *testing.M) {
 		goleak.IgnoreTopFunction("github.com/nats-io/nats.go.(*Conn).flusher"),
 		goleak.IgnoreAnyFunction("github.com/ThreeDotsLabs/watermill-amqp/v3/pkg/amqp.(*ConnectionWrapper).handleConnectionClose"),
 		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
+		// redisstream's reader sleeps out its error backoff after Close.
+		goleak.IgnoreAnyFunction("github.com/ThreeDotsLabs/watermill-redisstream/pkg/redisstream.(*Subscriber).read"),
 	)
 }
 
