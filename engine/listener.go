@@ -46,6 +46,8 @@ func (l *listener) Serve(ctx context.Context) error {
 		if err != nil || p < 0 || p >= len(l.e.wakers) {
 			continue
 		}
+		// Wake the partition at once (lowest latency), and the tail poll
+		// for the records of writes that did not notify.
 		l.e.wakers[p].Wake()
 		l.tail.Wake()
 	}

@@ -68,7 +68,13 @@ type partitionActor struct {
 	publishEWMA time.Duration
 	// nextRetry is the shortest retry backoff the last batch scheduled.
 	nextRetry time.Duration
+	// lastHeldCheck is when the actor last asked for the next held record.
+	lastHeldCheck time.Time
 }
+
+// heldCheckInterval spaces the idle actor's look for held records (delayed
+// or backing off), which many empty wake-ups in a row would otherwise repeat.
+const heldCheckInterval = 50 * time.Millisecond
 
 // parallelPublishThreshold is the average publish duration from which a
 // partition publishes several keys at once.
@@ -142,9 +148,10 @@ func (a *partitionActor) Serve(ctx context.Context) error {
 				continue // a full batch: more is waiting
 			}
 			wait = a.e.cfg.PollInterval
-			if n == 0 {
+			if n == 0 && time.Since(a.lastHeldCheck) >= heldCheckInterval {
 				// Idle: sleep until the next held record (delay or backoff)
 				// becomes available, if that is sooner than the poll.
+				a.lastHeldCheck = time.Now()
 				if d, ok, err := a.e.store.nextAvailable(ctx, a.p); err == nil && ok && d < wait {
 					wait = max(d, time.Millisecond)
 				} else if err != nil && ctx.Err() == nil {
