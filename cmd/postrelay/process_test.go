@@ -173,29 +173,36 @@ func (c *cluster) startWriter(keys int, pause time.Duration) *writer {
 		tick := time.NewTicker(pause)
 		defer tick.Stop()
 		for i := 0; ctx.Err() == nil; i++ {
-			tx, err := c.pool.Begin(ctx)
-			if err != nil {
+			select {
+			case <-tick.C:
+			case <-ctx.Done():
 				return
 			}
 			ids := make([]string, 3)
 			recs := make([]engine.Record, 3)
 			for j := range recs {
-				ids[j] = fmt.Sprintf("m-%d-%d", i, j)
+				ids[j] = fmt.Sprintf("m-%p-%d-%d", w, i, j)
 				recs[j] = engine.Record{Topic: c.topic, Key: fmt.Sprintf("k%d", (i*3+j)%keys),
 					Payload: fmt.Appendf(nil, `{"i":%d}`, i), MessageID: ids[j]}
 			}
+			commit := i%5 != 4
+			tx, err := c.pool.Begin(ctx)
+			if err != nil {
+				continue // the database may be restarting: try again
+			}
 			if err := ew.Write(ctx, tx, recs...); err != nil {
 				_ = tx.Rollback(context.Background())
-				return
+				continue
 			}
-			commit := i%5 != 4
 			if commit {
 				err = tx.Commit(ctx)
 			} else {
 				err = tx.Rollback(ctx)
 			}
 			if err != nil {
-				return
+				// A failed COMMIT may or may not have committed: count the
+				// records as neither committed nor rolled back.
+				continue
 			}
 			w.mu.Lock()
 			for _, id := range ids {
@@ -206,10 +213,6 @@ func (c *cluster) startWriter(keys int, pause time.Duration) *writer {
 				}
 			}
 			w.mu.Unlock()
-			select {
-			case <-tick.C:
-			case <-ctx.Done():
-			}
 		}
 	}()
 	return w
@@ -260,6 +263,15 @@ func (c *cluster) verify(w *writer, timeout time.Duration) (delivered, dups int)
 		last[d.key] = d.recordID
 	}
 	return len(first), dups
+}
+
+// unique counts the distinct records on the broker side.
+func (c *cluster) unique() int {
+	seen := map[string]bool{}
+	for _, d := range c.deliveries() {
+		seen[d.uuid] = true
+	}
+	return len(seen)
 }
 
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) time.Duration {
