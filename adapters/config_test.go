@@ -12,11 +12,11 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/postrelay/postrelay/adapters"
+	"github.com/postrelay/postrelay/internal/pgtest"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		goleak.IgnoreTopFunction("github.com/jackc/pgx/v5/pgxpool.(*Pool).backgroundHealthCheck"),
+	goleak.VerifyTestMain(m, append(pgtest.LeakOptions,
 		// Library background goroutines that outlive Close by design.
 		goleak.IgnoreTopFunction("github.com/rcrowley/go-metrics.(*meterArbiter).tick"),
 		goleak.IgnoreTopFunction("github.com/nats-io/nats.go.(*Conn).flusher"),
@@ -24,7 +24,7 @@ func TestMain(m *testing.M) {
 		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
 		// redisstream's reader sleeps out its error backoff after Close.
 		goleak.IgnoreAnyFunction("github.com/ThreeDotsLabs/watermill-redisstream/pkg/redisstream.(*Subscriber).read"),
-	)
+	)...)
 }
 
 func TestUnknownAndMalformedURLsGetClearErrors(t *testing.T) {

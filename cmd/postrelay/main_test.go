@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/postrelay/postrelay/internal/pgtest"
 )
 
 // binary is the postrelay binary built once for the process tests.
@@ -39,9 +41,7 @@ func goleakRun(m *testing.M) int {
 	if code != 0 {
 		return code
 	}
-	if err := goleak.Find(
-		goleak.IgnoreTopFunction("github.com/jackc/pgx/v5/pgxpool.(*Pool).backgroundHealthCheck"),
-	); err != nil {
+	if err := goleak.Find(pgtest.LeakOptions...); err != nil {
 		fmt.Fprintln(os.Stderr, "goleak:", err)
 		return 1
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/goleak"
 )
 
 // DefaultURL is the database used when POSTRELAY_TEST_DATABASE_URL is unset.
@@ -82,4 +83,11 @@ func FreshSchema(tb testing.TB) (*pgxpool.Pool, string) {
 	schema := NewSchemaName()
 	DropSchemaOnCleanup(tb, pool, schema)
 	return pool, schema
+}
+
+// LeakOptions are the goleak options every package's TestMain uses: pgx
+// pools run health-check goroutines that end shortly after Close.
+var LeakOptions = []goleak.Option{
+	goleak.IgnoreTopFunction("github.com/jackc/pgx/v5/pgxpool.(*Pool).backgroundHealthCheck"),
+	goleak.IgnoreTopFunction("github.com/jackc/pgx/v5/pgxpool.(*Pool).triggerHealthCheck.func1"),
 }
