@@ -17,7 +17,7 @@ const (
 	SchemaDefault             = "postrelay"
 	PartitionsDefault         = 64
 	PartitionsMax             = 1024
-	BatchSizeDefault          = 500
+	BatchSizeDefault          = 1000
 	BatchSizeMax              = 10000
 	PollIntervalDefault       = time.Second
 	HeartbeatIntervalDefault  = time.Second

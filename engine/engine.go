@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"runtime"
 	"runtime/debug"
 	"strconv"
 	"sync"
@@ -34,6 +35,7 @@ type Engine struct {
 	partitions int
 	wakers     []*actors.Waker
 	sem        chan struct{} // MaxInFlight publishes
+	fastSlots  chan struct{} // batches in flight for fast brokers
 }
 
 // New returns an engine relaying records of the schema in cfg to publisher.
@@ -56,6 +58,7 @@ func New(pool *pgxpool.Pool, publisher message.Publisher, cfg Config) (*Engine, 
 		store:     newStore(pool, cfg),
 		hub:       &eventHub{buffer: cfg.EventBuffer},
 	}
+	e.fastSlots = make(chan struct{}, fastSlotsFor(runtime.GOMAXPROCS(0)))
 	if cfg.MaxInFlight > 0 {
 		e.sem = make(chan struct{}, cfg.MaxInFlight)
 	}
@@ -156,6 +159,10 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 	return nil
 }
+
+// fastSlotsFor is how many batches may be in flight at once for a fast
+// broker: enough to overlap database round trips on every core.
+func fastSlotsFor(procs int) int { return max(4*procs, 8) }
 
 func itoa(i int) string { return strconv.Itoa(i) }
 

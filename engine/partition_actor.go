@@ -212,6 +212,18 @@ func (a *partitionActor) event(kind EventKind) Event {
 // runBatch fetches, publishes and completes one batch and returns how many
 // records it fetched.
 func (a *partitionActor) runBatch(ctx context.Context) (int, error) {
+	// With a fast broker the work is database- and CPU-bound: a few batches
+	// in flight at a time keep the cores busy, more only contend (and hold
+	// more records in memory). Partitions of a slow broker are not limited:
+	// their batches wait on the network.
+	if a.publishEWMA < parallelPublishThreshold {
+		select {
+		case a.e.fastSlots <- struct{}{}:
+			defer func() { <-a.e.fastSlots }()
+		case <-ctx.Done():
+			return 0, nil
+		}
+	}
 	batch, err := a.e.store.fetch(ctx, a.p, a.e.cfg.BatchSize, a.batch)
 	if err != nil {
 		return 0, fmt.Errorf("postrelay: partition %d: fetch: %w", a.p, err)
@@ -220,6 +232,14 @@ func (a *partitionActor) runBatch(ctx context.Context) (int, error) {
 	if len(batch) == 0 {
 		return 0, nil
 	}
+	// Drop the batch's payloads and events once done, so that an idle
+	// partition holds no records in memory.
+	defer func() {
+		clear(a.batch[:cap(a.batch)])
+		a.batch = a.batch[:0]
+		clear(a.pending[:cap(a.pending)])
+		a.pending = a.pending[:0]
+	}()
 	fetchedAt := time.Now()
 	fe := a.event(EventBatchFetched)
 	fe.Count = len(batch)
