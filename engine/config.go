@@ -55,7 +55,7 @@ type Config struct {
 	InstanceID string
 
 	// BatchSize is the most records a partition actor fetches, publishes and
-	// completes at once. Defaults to 500.
+	// completes at once. Defaults to 1000.
 	BatchSize int
 
 	// PollInterval is how often a partition actor looks for records when no
