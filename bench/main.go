@@ -8,6 +8,7 @@
 //	go run ./bench scale   [--instances 1,2,4,8] [--instance-concurrency 8] [--publish-delay 5ms]
 //	go run ./bench write   [--clients 8] [--duration 5s]
 //	go run ./bench all     (every scenario; rewrites bench/README.md's results and bench/scale.svg)
+//	go run ./bench report  (re-renders bench/README.md's results from bench/results.json)
 //
 // Each scenario prints a table while it runs and, with --json, one JSON
 // object as the last line of stdout.
@@ -98,8 +99,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		result, err = runWrite(ctx, o, stdout)
 	case "all":
 		result, err = runAll(ctx, o, stdout)
+	case "report":
+		result, err = runReport()
 	default:
-		return fmt.Errorf("unknown scenario %q: want drain, latency, scale, write or all", scenario)
+		return fmt.Errorf("unknown scenario %q: want drain, latency, scale, write, all or report", scenario)
 	}
 	if err != nil {
 		return err
