@@ -211,7 +211,7 @@ func schemeList() string {
 
 var (
 	secretParam = regexp.MustCompile(`(?i)((?:password|passwd|pwd|secret|token|sasl_password)=)[^&\s]*`)
-	userinfoPwd = regexp.MustCompile(`(://[^:/@\s]*:)[^@\s]*@`)
+	userinfoPwd = regexp.MustCompile(`(://[^:/@\s]*:)[^@]*@`)
 )
 
 // Redact hides the password of a URL (user info and password-like query

@@ -100,3 +100,37 @@ func TestUnreachableDatabaseFailsRunWithAClearError(t *testing.T) {
 	require.Error(t, err)
 	require.ErrorContains(t, err, "127.0.0.1")
 }
+
+// Payloads of every size up to MaxPayloadBytes are written byte for byte
+// and read back the same; one byte more is a clear error.
+func FuzzPayloadSizes(f *testing.F) {
+	pool, schema := pgtest.FreshSchema(f)
+	cfg := engine.Config{Schema: schema, Partitions: 2, MaxPayloadBytes: 1 << 16}
+	require.NoError(f, engine.Migrate(context.Background(), pool, cfg))
+	w := engine.NewWriter(cfg)
+	for _, n := range []int{0, 1, 255, 4096, 1<<16 - 1, 1 << 16, 1<<16 + 1} {
+		f.Add(n, byte(7))
+	}
+	f.Fuzz(func(t *testing.T, n int, fill byte) {
+		if n < 0 || n > 1<<17 {
+			t.Skip("size outside the fuzzed range")
+		}
+		ctx := context.Background()
+		payload := make([]byte, n)
+		for i := range payload {
+			payload[i] = fill + byte(i)
+		}
+		tx, err := pool.Begin(ctx)
+		require.NoError(t, err)
+		defer func() { _ = tx.Rollback(ctx) }()
+		err = w.Write(ctx, tx, engine.Record{Topic: "t", Key: "k", Payload: payload, MessageID: "p"})
+		if n > cfg.MaxPayloadBytes {
+			require.ErrorContains(t, err, fmt.Sprintf("payload is %d bytes, more than MaxPayloadBytes", n))
+			return
+		}
+		require.NoError(t, err)
+		var got []byte
+		require.NoError(t, tx.QueryRow(ctx, "SELECT payload FROM "+pgx.Identifier{schema, "records"}.Sanitize()+" WHERE message_id = 'p'").Scan(&got))
+		require.Equal(t, payload, got)
+	})
+}

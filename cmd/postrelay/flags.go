@@ -7,14 +7,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
 	"os"
-	"regexp"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/postrelay/postrelay/adapters"
 	"github.com/postrelay/postrelay/engine"
 )
 
@@ -95,30 +94,12 @@ func (c *common) pool(ctx context.Context) (*pgxpool.Pool, error) {
 }
 
 // redactURL hides the password of a URL.
-func redactURL(s string) string {
-	u, err := url.Parse(s)
-	if err != nil {
-		return passwordRe.ReplaceAllString(s, "${1}xxxxx")
-	}
-	if _, ok := u.User.Password(); ok {
-		u.User = url.UserPassword(u.User.Username(), "xxxxx")
-	}
-	q := u.Query()
-	for k := range q {
-		if strings.Contains(strings.ToLower(k), "password") || strings.Contains(strings.ToLower(k), "secret") {
-			q.Set(k, "xxxxx")
-		}
-	}
-	u.RawQuery = q.Encode()
-	return u.String()
-}
-
-var passwordRe = regexp.MustCompile(`((?:password|passwd|pwd)=|://[^:/@]*:)[^@&\s]*`)
+func redactURL(s string) string { return adapters.Redact(s) }
 
 // redactErr hides anything that looks like a password in an error message.
 func redactErr(err error) error {
 	if err == nil {
 		return nil
 	}
-	return errors.New(passwordRe.ReplaceAllString(err.Error(), "${1}xxxxx"))
+	return errors.New(adapters.RedactError(err))
 }
