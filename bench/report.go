@@ -85,6 +85,8 @@ func resultsMarkdown(r *AllResult) string {
 	w := r.Write
 	p("| write: small business tx + 1 outbox record (%d clients) | %.0f tx/s vs %.0f without: +%.1f %% cost | | | ≤ 15 %% |\n",
 		w.Clients, w.TxPerSecWith, w.TxPerSecWithout, w.OverheadPct)
+	p("| write: same record via `QueueWrite` in the business statement's pgx.Batch | %.0f tx/s: +%.1f %% cost | | | ≤ 15 %% |\n",
+		w.TxPerSecPipelined, w.PipelinedOverheadPct)
 	p("| write: bulk, %d records per tx | %.0f rec/s | | | ≥ 50,000 rec/s |\n", w.BulkBatch, w.BulkRecordsPerSec)
 	s := r.Scale
 	p("\nScale (%d records, %d keys, %d partitions, %.0f ms publish delay, %d publishes in flight per relay):\n\n",

@@ -245,22 +245,12 @@ func (w *Writer) notifyList(rows []row) []int {
 	return ps
 }
 
-// notifySelect returns "SELECT pg_notify(...) FROM (VALUES ...)" for ps.
-func (w *Writer) notifySelect(ps []int) string {
-	var b strings.Builder
-	b.WriteString("SELECT pg_notify('")
-	b.WriteString(w.cfg.NotifyChannel()) // schema is validated: [a-z0-9_]
-	b.WriteString("', p::text) FROM (VALUES ")
-	for i, p := range ps {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteByte('(')
-		b.WriteString(strconv.Itoa(p))
-		b.WriteByte(')')
-	}
-	b.WriteString(") AS n(p)")
-	return b.String()
+// notifySelect returns the SELECT that notifies the partitions in its
+// parameter $n (an int[]): one statement shape whatever the partitions, so
+// prepared statements are reused.
+func (w *Writer) notifySelect(n int) string {
+	// The channel is "postrelay_" + a validated schema name: [a-z0-9_].
+	return "SELECT pg_notify('" + w.cfg.NotifyChannel() + "', p::text) FROM unnest($" + strconv.Itoa(n) + "::int[]) AS n(p)"
 }
 
 func (w *Writer) notify(ctx context.Context, q querier, rows []row) error {
@@ -268,22 +258,22 @@ func (w *Writer) notify(ctx context.Context, q querier, rows []row) error {
 	if len(ps) == 0 {
 		return nil
 	}
-	if err := q.exec(ctx, w.notifySelect(ps)); err != nil {
+	if err := q.exec(ctx, w.notifySelect(1), ps); err != nil {
 		return fmt.Errorf("postrelay: writer: notify: %w", err)
 	}
 	return nil
 }
 
-// insertRows writes rows with one multi-row INSERT, notifying in the same
-// statement.
-func (w *Writer) insertRows(ctx context.Context, q querier, rows []row) error {
+// insertSQL builds the multi-row INSERT for rows, notifying in the same
+// statement when the rate limit allows.
+func (w *Writer) insertSQL(rows []row) (string, []any) {
 	var b strings.Builder
 	ps := w.notifyList(rows)
 	if len(ps) > 0 {
 		b.WriteString("WITH ins AS (")
 	}
 	b.WriteString(w.insert)
-	args := make([]any, 0, len(rows)*7)
+	args := make([]any, 0, len(rows)*7+1)
 	for i, r := range rows {
 		if i > 0 {
 			b.WriteByte(',')
@@ -295,11 +285,48 @@ func (w *Writer) insertRows(ctx context.Context, q querier, rows []row) error {
 	}
 	if len(ps) > 0 {
 		b.WriteString(") ")
-		b.WriteString(w.notifySelect(ps))
+		b.WriteString(w.notifySelect(len(args) + 1))
+		args = append(args, ps)
 	}
-	if err := q.exec(ctx, b.String(), args...); err != nil {
+	return b.String(), args
+}
+
+// insertRows writes rows with one multi-row INSERT.
+func (w *Writer) insertRows(ctx context.Context, q querier, rows []row) error {
+	sql, args := w.insertSQL(rows)
+	if err := q.exec(ctx, sql, args...); err != nil {
 		return fmt.Errorf("postrelay: writer: insert %d records into schema %q: %w", len(rows), w.cfg.Schema, err)
 	}
+	return nil
+}
+
+// QueueWrite adds the INSERT of recs to b, a pgx.Batch the caller sends in
+// tx together with its own statements: the outbox then costs no extra round
+// trip. tx is used only the first time, to read the partition count. The
+// records exist iff tx commits; the batch's result for this statement
+// reports an insert error.
+func (w *Writer) QueueWrite(ctx context.Context, tx pgx.Tx, b *pgx.Batch, recs ...Record) error {
+	if w.cfgErr != nil {
+		return w.cfgErr
+	}
+	if len(recs) == 0 {
+		return nil
+	}
+	if len(recs) > insertChunk {
+		return fmt.Errorf("%w: QueueWrite takes at most %d records (got %d); use Write for more", ErrInvalidRecord, insertChunk, len(recs))
+	}
+	n, err := w.partitionCount(ctx, pgxAdapter{tx})
+	if err != nil {
+		return err
+	}
+	rows := make([]row, len(recs))
+	for i := range recs {
+		if err := w.prepare(ctx, &recs[i], &rows[i], i, n); err != nil {
+			return err
+		}
+	}
+	sql, args := w.insertSQL(rows)
+	b.Queue(sql, args...)
 	return nil
 }
 

@@ -134,3 +134,33 @@ func FuzzPayloadSizes(f *testing.F) {
 		require.Equal(t, payload, got)
 	})
 }
+
+// QueueWrite puts the outbox INSERT in the caller's pgx.Batch: business
+// write and record travel in one round trip and commit or roll back
+// together.
+func TestQueueWriteInTheCallersBatch(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	orders := pgx.Identifier{b.cfg.Schema, "orders"}.Sanitize()
+	_, err := b.pool.Exec(ctx, "CREATE TABLE "+orders+" (id text PRIMARY KEY)")
+	require.NoError(t, err)
+	for i, commit := range []bool{true, false, true} {
+		tx, err := b.pool.Begin(ctx)
+		require.NoError(t, err)
+		batch := &pgx.Batch{}
+		batch.Queue("INSERT INTO "+orders+" (id) VALUES ($1)", fmt.Sprint("o", i))
+		require.NoError(t, b.writer.QueueWrite(ctx, tx, batch, engine.Record{Topic: "t", Key: "k", Payload: []byte{byte(i)}, MessageID: fmt.Sprint("q", i)}))
+		require.NoError(t, tx.SendBatch(ctx, batch).Close())
+		if commit {
+			require.NoError(t, tx.Commit(ctx))
+		} else {
+			require.NoError(t, tx.Rollback(ctx))
+		}
+	}
+	start(t, b, b.cfg, b.pub)
+	require.NoError(t, b.pub.WaitFor(10*time.Second, func(ds []recorder.Delivery) bool { return len(ds) == 2 }))
+	got := recorder.UniqueUUIDs(b.pub.Deliveries())
+	require.Equal(t, map[string]int{"q0": 1, "q2": 1}, got)
+	require.Equal(t, 2, count(t, b, "orders"))
+}
