@@ -182,13 +182,15 @@ func (o *Observer) InjectWrite(ctx context.Context, md map[string]string) {
 // writer's span (from the record's metadata), and puts the span's context
 // in the outgoing message's metadata so the consumer joins the trace.
 func (o *Observer) StartAttempt(ctx context.Context, a engine.Attempt, msg *message.Message) (context.Context, func(engine.AttemptResult)) {
-	parent := o.prop.Extract(ctx, propagation.MapCarrier(a.Metadata))
+	parent := ctx
+	if _, ok := a.Metadata["traceparent"]; ok { // the writer was traced
+		parent = o.prop.Extract(ctx, propagation.MapCarrier(a.Metadata))
+	}
 	ctx, span := o.tracer.Start(parent, "publish "+a.Topic,
 		trace.WithSpanKind(trace.SpanKindProducer),
 		trace.WithAttributes(
 			o.system,
-			attribute.String("messaging.operation.type", "send"),
-			attribute.String("messaging.operation.name", "publish"),
+			opSend, opPublish,
 			attribute.String("messaging.destination.name", a.Topic),
 			attribute.String("messaging.message.id", a.MessageID),
 			attribute.Int("postrelay.partition", a.Partition),
@@ -196,11 +198,12 @@ func (o *Observer) StartAttempt(ctx context.Context, a engine.Attempt, msg *mess
 			attribute.Int64("postrelay.record_id", a.RecordID),
 			attribute.String("postrelay.key", a.Key),
 		))
-	if span.SpanContext().IsValid() {
-		o.prop.Inject(ctx, propagation.MapCarrier(msg.Metadata))
+	if !span.IsRecording() {
+		return ctx, func(engine.AttemptResult) { span.End() }
 	}
+	o.prop.Inject(ctx, propagation.MapCarrier(msg.Metadata))
 	return ctx, func(r engine.AttemptResult) {
-		span.SetAttributes(attribute.String("postrelay.outcome", r.Outcome.String()))
+		span.SetAttributes(outcomeAttr[r.Outcome])
 		if r.Err != nil {
 			span.RecordError(r.Err)
 			span.SetStatus(codes.Error, r.Err.Error())
@@ -208,6 +211,16 @@ func (o *Observer) StartAttempt(ctx context.Context, a engine.Attempt, msg *mess
 		span.End()
 	}
 }
+
+var (
+	opSend      = attribute.String("messaging.operation.type", "send")
+	opPublish   = attribute.String("messaging.operation.name", "publish")
+	outcomeAttr = map[engine.AttemptOutcome]attribute.KeyValue{
+		engine.OutcomeDelivered:    attribute.String("postrelay.outcome", engine.OutcomeDelivered.String()),
+		engine.OutcomeRetry:        attribute.String("postrelay.outcome", engine.OutcomeRetry.String()),
+		engine.OutcomeDeadLettered: attribute.String("postrelay.outcome", engine.OutcomeDeadLettered.String()),
+	}
+)
 
 // ObserveEvent turns engine events into metrics.
 func (o *Observer) ObserveEvent(e engine.Event) {

@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/propagation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -95,4 +96,4 @@ func (o *observability) setup(ctx context.Context, cfg *engine.Config, pool *pgx
 	return shutdown, nil
 }
 
-func noopMeter() metric.MeterProvider { return sdkmetric.NewMeterProvider() }
+func noopMeter() metric.MeterProvider { return metricnoop.NewMeterProvider() }
