@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -20,6 +19,17 @@ import (
 // ErrInvalidConfig wraps every configuration error.
 var ErrInvalidConfig = errors.New("adapters: invalid broker config")
 
+// Defaults of Config.
+const (
+	URLDefault                = "memory://"
+	MemoryOutputBufferDefault = 1024
+	SQLPayloadTypeDefault     = "bytea"
+	AMQPModeDefault           = "queue"
+	AMQPExchangeDefault       = "postrelay"
+	KafkaClientIDDefault      = "postrelay"
+	KafkaTimeoutDefault       = 10 * time.Second
+)
+
 // Config chooses and configures a broker. The URL's scheme picks the
 // adapter; the option struct of that adapter refines it.
 type Config struct {
@@ -28,7 +38,7 @@ type Config struct {
 	// kafka://host:port[,host:port]. Defaults to "memory://".
 	URL string `json:"url" yaml:"url"`
 	// Logger receives the broker library's logs (through Watermill's slog
-	// adapter). nil discards them.
+	// adapter), every password redacted. Defaults to nil (discard).
 	Logger *slog.Logger `json:"-" yaml:"-"`
 
 	Memory MemoryOptions `json:"memory" yaml:"memory"`
@@ -96,13 +106,13 @@ type KafkaOptions struct {
 
 // WithDefaults returns a copy of c with zero fields set to their defaults.
 func (c Config) WithDefaults() Config {
-	c.URL = cmp.Or(strings.TrimSpace(c.URL), "memory://")
-	c.Memory.OutputBuffer = cmp.Or(c.Memory.OutputBuffer, 1024)
-	c.SQL.PayloadType = cmp.Or(strings.ToLower(c.SQL.PayloadType), "bytea")
-	c.AMQP.Mode = cmp.Or(strings.ToLower(c.AMQP.Mode), "queue")
-	c.AMQP.Exchange = cmp.Or(c.AMQP.Exchange, "postrelay")
-	c.Kafka.ClientID = cmp.Or(c.Kafka.ClientID, "postrelay")
-	c.Kafka.Timeout = cmp.Or(c.Kafka.Timeout, 10*time.Second)
+	c.URL = cmp.Or(strings.TrimSpace(c.URL), URLDefault)
+	c.Memory.OutputBuffer = cmp.Or(c.Memory.OutputBuffer, MemoryOutputBufferDefault)
+	c.SQL.PayloadType = cmp.Or(strings.ToLower(c.SQL.PayloadType), SQLPayloadTypeDefault)
+	c.AMQP.Mode = cmp.Or(strings.ToLower(c.AMQP.Mode), AMQPModeDefault)
+	c.AMQP.Exchange = cmp.Or(c.AMQP.Exchange, AMQPExchangeDefault)
+	c.Kafka.ClientID = cmp.Or(c.Kafka.ClientID, KafkaClientIDDefault)
+	c.Kafka.Timeout = cmp.Or(c.Kafka.Timeout, KafkaTimeoutDefault)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -207,26 +217,6 @@ func splitHostPort(h string) (string, string, error) {
 
 func schemeList() string {
 	return "memory://, postgres://, amqp://, nats://, redis://, kafka://"
-}
-
-var (
-	secretParam = regexp.MustCompile(`(?i)((?:password|passwd|pwd|secret|token|sasl_password)=)[^&\s]*`)
-	userinfoPwd = regexp.MustCompile(`(://[^:/@\s]*:)[^@]*@`)
-)
-
-// Redact hides the password of a URL (user info and password-like query
-// parameters) so it can be logged or shown in an error.
-func Redact(raw string) string {
-	s := userinfoPwd.ReplaceAllString(raw, "${1}xxxxx@")
-	return secretParam.ReplaceAllString(s, "${1}xxxxx")
-}
-
-// RedactError returns err's text with every password-looking part hidden.
-func RedactError(err error) string {
-	if err == nil {
-		return ""
-	}
-	return Redact(err.Error())
 }
 
 // LoadConfigFile reads a Config from a YAML (.yaml, .yml) or JSON (.json)

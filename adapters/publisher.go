@@ -36,9 +36,13 @@ func NewPublisher(ctx context.Context, cfg Config) (message.Publisher, error) {
 		return nil, err
 	}
 	p, _ := parseURL(cfg.URL)
+	cfg.Logger = redactingLogger(cfg.Logger)
 	logger := watermill.NewSlogLogger(cfg.Logger)
 	wrap := func(what string, err error) error {
-		return fmt.Errorf("adapters: %s publisher for %s: %s", what, Redact(cfg.URL), RedactError(err))
+		return &redactedError{
+			msg: fmt.Sprintf("adapters: open %s publisher for %s: %s", what, Redact(cfg.URL), RedactError(err)),
+			err: err,
+		}
 	}
 	switch p.scheme {
 	case "memory":
@@ -103,6 +107,7 @@ type Memory struct {
 // subscribes to their topic are dropped.
 func NewMemory(cfg Config) *Memory {
 	cfg = cfg.WithDefaults()
+	cfg.Logger = redactingLogger(cfg.Logger)
 	if p, err := parseURL(cfg.URL); err == nil && p.scheme == "memory" && p.u.Query().Get("print") == "true" {
 		cfg.Memory.Print = true
 	}
@@ -236,11 +241,31 @@ func (p *natsPublisher) Close() error {
 
 // KafkaMarshaler marshals messages with the record key (metadata
 // postrelay_key) as the Kafka message key, so the records of one key land
-// in one Kafka partition, in order.
-func KafkaMarshaler() kafka.MarshalerUnmarshaler {
-	return kafka.NewWithPartitioningMarshaler(func(_ string, msg *message.Message) (string, error) {
-		return msg.Metadata.Get(KeyMetadata), nil
-	})
+// in one Kafka partition, in order. A message without a key gets a nil
+// Kafka key: the producer spreads such messages over the partitions. As an
+// Unmarshaler it is watermill-kafka's default (UUID from the
+// "_watermill_message_uuid" header, every other header as metadata).
+func KafkaMarshaler() kafka.MarshalerUnmarshaler { return kafkaMarshaler{} }
+
+type kafkaMarshaler struct{ kafka.DefaultMarshaler }
+
+func (m kafkaMarshaler) Marshal(topic string, msg *message.Message) (*sarama.ProducerMessage, error) {
+	km, err := m.DefaultMarshaler.Marshal(topic, msg)
+	if err != nil {
+		return nil, err
+	}
+	if key := msg.Metadata.Get(KeyMetadata); key != "" {
+		km.Key = sarama.StringEncoder(key)
+	}
+	return km, nil
+}
+
+// redactingLogger returns l behind a handler that redacts passwords.
+func redactingLogger(l *slog.Logger) *slog.Logger {
+	if l == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return slog.New(newRedactHandler(l.Handler()))
 }
 
 func saramaConfig(cfg Config) *sarama.Config {
