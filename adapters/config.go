@@ -62,7 +62,8 @@ type MemoryOptions struct {
 // schema: one table "watermill_<topic>" per topic in the URL's database).
 type SQLOptions struct {
 	// PayloadType is the payload column type of tables the publisher
-	// creates: "bytea" takes any payload, "json" only JSON documents.
+	// creates: "bytea" takes any payload, "json" or "jsonb" only JSON
+	// documents.
 	// Defaults to "bytea".
 	PayloadType string `json:"payload_type" yaml:"payload_type"`
 }

@@ -22,6 +22,8 @@ import (
 	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
+	amqp091 "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kfake"
 
@@ -31,11 +33,27 @@ import (
 
 // Broker is one broker under test.
 type Broker struct {
+	// Name is the URL scheme (memory, postgres, amqp, nats, redis, kafka).
 	Name string
+	// Subscribe subscribes to topic with a real subscriber of the broker
+	// (the same Watermill library) and returns the adapters.Config whose
+	// publisher, built by adapters.NewPublisher in this or another process,
+	// reaches it. Everything it opens, and the topic's server-side
+	// objects, are removed when the test ends. nil for memory://, which
+	// lives in one process only: use Open.
+	Subscribe func(t *testing.T, topic string) (adapters.Config, <-chan *message.Message)
 	// Open returns a publisher built by adapters.NewPublisher for this
 	// broker and the messages of topic, subscribed before it returns. Both
 	// are closed when the test ends.
 	Open func(t *testing.T, topic string) (message.Publisher, <-chan *message.Message)
+}
+
+// broker fills Open from subscribe.
+func broker(name string, subscribe func(t *testing.T, topic string) (adapters.Config, <-chan *message.Message)) Broker {
+	return Broker{Name: name, Subscribe: subscribe, Open: func(t *testing.T, topic string) (message.Publisher, <-chan *message.Message) {
+		cfg, ch := subscribe(t, topic)
+		return publisher(t, cfg), ch
+	}}
 }
 
 // Local server addresses and how to start each.
@@ -107,9 +125,10 @@ func Memory() Broker {
 	}}
 }
 
-// Postgres is postgres:// (watermill-sql) with a watermill-sql subscriber.
+// Postgres is postgres:// (watermill-sql, default PostgreSQL schema) with
+// a watermill-sql subscriber; the topic's tables are dropped at the end.
 func Postgres() Broker {
-	return Broker{Name: "postgres", Open: func(t *testing.T, topic string) (message.Publisher, <-chan *message.Message) {
+	return broker("postgres", func(t *testing.T, topic string) (adapters.Config, <-chan *message.Message) {
 		pool := pgtest.Pool(t)
 		t.Cleanup(func() {
 			ctx := context.Background()
@@ -126,28 +145,44 @@ func Postgres() Broker {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ch := subscribe(t, sub, topic)
-		return publisher(t, cfg), ch
-	}}
+		return cfg, subscribe(t, sub, topic)
+	})
 }
 
-// AMQP is amqp:// (a durable queue per topic) with an amqp subscriber.
+// AMQP is amqp:// (a durable queue per topic) with an amqp subscriber; the
+// queue is deleted at the end.
 func AMQP() Broker {
-	return Broker{Name: "amqp", Open: func(t *testing.T, topic string) (message.Publisher, <-chan *message.Message) {
+	return broker("amqp", func(t *testing.T, topic string) (adapters.Config, <-chan *message.Message) {
 		Require(t, "127.0.0.1:5672")
+		t.Cleanup(func() { deleteAMQPQueue(topic) })
 		sub, err := amqp.NewSubscriber(amqp.NewDurableQueueConfig(AMQPURL), logger())
 		if err != nil {
 			t.Fatal(err)
 		}
-		ch := subscribe(t, sub, topic)
-		return publisher(t, adapters.Config{URL: AMQPURL}), ch
-	}}
+		return adapters.Config{URL: AMQPURL}, subscribe(t, sub, topic)
+	})
 }
 
-// NATS is nats:// (JetStream) with a JetStream subscriber.
+func deleteAMQPQueue(queue string) {
+	conn, err := amqp091.Dial(AMQPURL)
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		return
+	}
+	defer ch.Close()
+	_, _ = ch.QueueDelete(queue, false, false, false)
+}
+
+// NATS is nats:// (JetStream) with a JetStream subscriber; the topic's
+// stream is deleted at the end.
 func NATS() Broker {
-	return Broker{Name: "nats", Open: func(t *testing.T, topic string) (message.Publisher, <-chan *message.Message) {
+	return broker("nats", func(t *testing.T, topic string) (adapters.Config, <-chan *message.Message) {
 		Require(t, "127.0.0.1:4222")
+		t.Cleanup(func() { deleteNATSStream(adapters.NATSStreamName(topic)) })
 		sub, err := wnats.NewSubscriber(wnats.SubscriberConfig{
 			URL:              NATSURL,
 			SubscribersCount: 1,
@@ -161,14 +196,25 @@ func NATS() Broker {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ch := subscribe(t, sub, topic)
-		return publisher(t, adapters.Config{URL: NATSURL}), ch
-	}}
+		return adapters.Config{URL: NATSURL}, subscribe(t, sub, topic)
+	})
 }
 
-// Redis is redis:// (streams) with a redisstream subscriber.
+func deleteNATSStream(name string) {
+	nc, err := nats.Connect(NATSURL)
+	if err != nil {
+		return
+	}
+	defer nc.Close()
+	if js, err := nc.JetStream(); err == nil {
+		_ = js.DeleteStream(name)
+	}
+}
+
+// Redis is redis:// (streams) with a redisstream subscriber; the stream is
+// deleted at the end.
 func Redis() Broker {
-	return Broker{Name: "redis", Open: func(t *testing.T, topic string) (message.Publisher, <-chan *message.Message) {
+	return broker("redis", func(t *testing.T, topic string) (adapters.Config, <-chan *message.Message) {
 		Require(t, "127.0.0.1:6379")
 		client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
 		t.Cleanup(func() {
@@ -184,16 +230,20 @@ func Redis() Broker {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ch := subscribe(t, sub, topic)
-		return publisher(t, adapters.Config{URL: RedisURL}), ch
-	}}
+		return adapters.Config{URL: RedisURL}, subscribe(t, sub, topic)
+	})
 }
 
-// Kafka is kafka:// against an in-process kfake cluster on loopback TCP,
-// with a watermill-kafka subscriber reading every partition from the start.
+// KafkaPartitions is the partition count of the topic Kafka seeds.
+const KafkaPartitions = 4
+
+// Kafka is kafka:// against an in-process kfake cluster (one broker, the
+// topic seeded with KafkaPartitions partitions) on loopback TCP, with a
+// watermill-kafka subscriber reading every partition from the start. The
+// cluster lives until the test ends.
 func Kafka() Broker {
-	return Broker{Name: "kafka", Open: func(t *testing.T, topic string) (message.Publisher, <-chan *message.Message) {
-		c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, topic))
+	return broker("kafka", func(t *testing.T, topic string) (adapters.Config, <-chan *message.Message) {
+		c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(KafkaPartitions, topic))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -209,7 +259,6 @@ func Kafka() Broker {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ch := subscribe(t, sub, topic)
-		return publisher(t, adapters.Config{URL: "kafka://" + addr}), ch
-	}}
+		return adapters.Config{URL: "kafka://" + addr}, subscribe(t, sub, topic)
+	})
 }
