@@ -52,7 +52,8 @@ type Config struct {
 // MemoryOptions configure memory:// (Watermill's gochannel).
 type MemoryOptions struct {
 	// Print logs every message published (topic, UUID, key, payload size)
-	// at info level. Also set by memory://?print=true. Defaults to false.
+	// at info level. The URL parameter memory://?print=true (or false)
+	// overrides it. Defaults to false.
 	Print bool `json:"print" yaml:"print"`
 	// OutputBuffer is each subscriber's channel buffer. Defaults to 1024.
 	OutputBuffer int64 `json:"output_buffer" yaml:"output_buffer"`
@@ -166,7 +167,13 @@ func parseURL(raw string) (parsedURL, error) {
 		// A broker list is no valid URL host: take it as it is.
 		hosts := raw[8:]
 		if i := strings.IndexAny(hosts, "/?#"); i >= 0 {
+			if rest := hosts[i:]; rest != "/" {
+				return parsedURL{}, fmt.Errorf("%w: broker URL %q: kafka:// takes only host:port[,host:port], not %q (set options through KafkaOptions)", ErrInvalidConfig, Redact(raw), Redact(rest))
+			}
 			hosts = hosts[:i]
+		}
+		if strings.Contains(hosts, "@") {
+			return parsedURL{}, fmt.Errorf("%w: broker URL %q: kafka:// takes no user info", ErrInvalidConfig, Redact(raw))
 		}
 		u = &url.URL{Scheme: "kafka", Host: hosts}
 		if hosts == "" {
@@ -181,6 +188,14 @@ func parseURL(raw string) (parsedURL, error) {
 	p := parsedURL{scheme: strings.ToLower(u.Scheme), u: u}
 	switch p.scheme {
 	case "memory":
+		for k, vs := range u.Query() {
+			if k != "print" {
+				return p, fmt.Errorf("%w: broker URL %q: unknown memory:// parameter %q (want print)", ErrInvalidConfig, Redact(raw), Redact(k))
+			}
+			if _, err := strconv.ParseBool(vs[len(vs)-1]); err != nil {
+				return p, fmt.Errorf("%w: broker URL %q: memory:// print=%q is not a boolean", ErrInvalidConfig, Redact(raw), Redact(vs[len(vs)-1]))
+			}
+		}
 		return p, nil
 	case "postgres", "postgresql", "amqp", "amqps", "nats", "redis", "rediss":
 		if u.Host == "" {

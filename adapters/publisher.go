@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -108,8 +109,8 @@ type Memory struct {
 func NewMemory(cfg Config) *Memory {
 	cfg = cfg.WithDefaults()
 	cfg.Logger = redactingLogger(cfg.Logger)
-	if p, err := parseURL(cfg.URL); err == nil && p.scheme == "memory" && p.u.Query().Get("print") == "true" {
-		cfg.Memory.Print = true
+	if p, err := parseURL(cfg.URL); err == nil && p.scheme == "memory" && p.u.Query().Has("print") {
+		cfg.Memory.Print, _ = strconv.ParseBool(p.u.Query().Get("print"))
 	}
 	return &Memory{
 		// Blocking until the subscriber acks keeps per-key order (gochannel

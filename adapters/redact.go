@@ -13,10 +13,10 @@ var (
 	// A password-like query parameter, up to the next '&' or blank.
 	secretParam = regexp.MustCompile(`(?i)((?:password|passwd|pwd|secret|token)=)[^&\s]*`)
 	// User info "user:password@": the password runs to the LAST '@' of the
-	// line, as net/url reads it, so a password holding '@', '/', ':' or
-	// blanks is hidden whole. This may hide more than the password (never
-	// less).
-	userinfoPwd = regexp.MustCompile(`(://[^:/@\s]*:).*@`)
+	// text (net/url takes the last '@' of the authority), so a password
+	// holding '@', '/', ':', blanks or line breaks is hidden whole. This may
+	// hide more than the password, never less.
+	userinfoPwd = regexp.MustCompile(`(?s)(://[^:/@]*:).*@`)
 )
 
 // Redact hides the passwords in s, a URL or any text holding URLs (an error
