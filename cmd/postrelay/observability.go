@@ -7,79 +7,136 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
-	"go.opentelemetry.io/otel/metric"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/propagation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/trace"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/postrelay/postrelay/engine"
 	"github.com/postrelay/postrelay/tracing"
 )
 
-// setup wires metrics (--metrics-addr: Prometheus on /metrics) and traces
-// (--otlp-endpoint: OTLP/gRPC; --tracing: spans created and dropped, for
-// measuring their cost) into cfg.Observer, and returns a shutdown function.
+// observabilityShutdownTimeout bounds flushing spans and stopping the
+// metrics server when the relay stops.
+const observabilityShutdownTimeout = 5 * time.Second
+
+// setup wires metrics and traces into cfg.Observer and returns the function
+// that shuts them down (flushes spans, stops the metrics server); call it
+// once, after the engine stopped.
+//
+//   - --metrics-addr: an OpenTelemetry MeterProvider read by the Prometheus
+//     exporter, served on http://ADDR/metrics with the Go runtime and process
+//     collectors; the backlog gauges come from engine.Admin.Status (cached).
+//   - --otlp-endpoint: an OpenTelemetry TracerProvider exporting over
+//     OTLP/gRPC, batched. "host:port" is plaintext; a URL
+//     ("https://collector:4317") chooses TLS by its scheme. OTEL_* variables
+//     (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, headers) apply.
+//   - --tracing: spans are created and dropped (no exporter), to measure
+//     their cost.
+//
+// With none of them the engine has no Observer and pays nothing.
 func (o *observability) setup(ctx context.Context, cfg *engine.Config, pool *pgxpool.Pool, log *slog.Logger) (func(), error) {
 	if o.metricsAddr == "" && o.otlpEndpoint == "" && !o.tracing {
 		return func() {}, nil
 	}
-	var shutdowns []func(context.Context) error
+	var (
+		shutdowns []func(context.Context) error
+		once      sync.Once
+	)
 	shutdown := func() {
-		c, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		for i := len(shutdowns) - 1; i >= 0; i-- {
-			if err := shutdowns[i](c); err != nil {
-				log.Warn("postrelay: observability shutdown", "error", err)
+		once.Do(func() {
+			c, cancel := context.WithTimeout(context.WithoutCancel(ctx), observabilityShutdownTimeout)
+			defer cancel()
+			for i := len(shutdowns) - 1; i >= 0; i-- {
+				if err := shutdowns[i](c); err != nil {
+					log.Warn("postrelay: observability shutdown", "error", err)
+				}
 			}
-		}
+		})
 	}
-	tcfg := tracing.Config{TracerProvider: trace.NewNoopTracerProvider(), MeterProvider: noopMeter()}
+	fail := func(err error) (func(), error) {
+		shutdown()
+		return nil, err
+	}
+
+	res, err := resource.New(ctx,
+		resource.WithAttributes(semconv.ServiceName("postrelay")),
+		resource.WithFromEnv(), // OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES override
+		resource.WithTelemetrySDK(),
+		resource.WithHost(),
+	)
+	if err != nil && res == nil {
+		return nil, fmt.Errorf("postrelay: observability resource: %w", err)
+	}
+
+	tcfg := tracing.Config{
+		TracerProvider: tracenoop.NewTracerProvider(),
+		MeterProvider:  metricnoop.NewMeterProvider(),
+		Logger:         log,
+	}
+
 	if o.metricsAddr != "" {
 		reg := prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 		exp, err := otelprom.New(otelprom.WithRegisterer(reg))
 		if err != nil {
-			return nil, fmt.Errorf("prometheus exporter: %w", err)
+			return fail(fmt.Errorf("postrelay: prometheus exporter: %w", err))
 		}
-		mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp))
+		mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp), sdkmetric.WithResource(res))
 		shutdowns = append(shutdowns, mp.Shutdown)
 		tcfg.MeterProvider = mp
-		adminCfg := *cfg
-		tcfg.Stats = engine.NewAdmin(pool, adminCfg).Status
+		tcfg.Stats = engine.NewAdmin(pool, *cfg).Status
+
 		ln, err := net.Listen("tcp", o.metricsAddr)
 		if err != nil {
-			shutdown()
-			return nil, usageError{fmt.Errorf("--metrics-addr %q: %v", o.metricsAddr, err)}
+			return fail(usageError{fmt.Errorf("--metrics-addr %q: %v", o.metricsAddr, err)})
 		}
 		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}))
 		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		served := make(chan struct{})
 		go func() {
+			defer close(served)
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error("postrelay: metrics server", "error", err)
 			}
 		}()
-		shutdowns = append(shutdowns, srv.Shutdown)
+		shutdowns = append(shutdowns, func(ctx context.Context) error {
+			err := srv.Shutdown(ctx)
+			<-served
+			return err
+		})
 		log.Info("postrelay: serving Prometheus metrics", "addr", ln.Addr().String(), "path", "/metrics")
 	}
+
 	if o.otlpEndpoint != "" || o.tracing {
-		opts := []sdktrace.TracerProviderOption{sdktrace.WithSampler(sdktrace.AlwaysSample())}
+		opts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
 		if o.otlpEndpoint != "" {
-			exp, err := otlptracegrpc.New(ctx, otlptracegrpc.WithEndpoint(o.otlpEndpoint), otlptracegrpc.WithInsecure())
+			endpoint := otlptracegrpc.WithEndpoint(o.otlpEndpoint)
+			grpcOpts := []otlptracegrpc.Option{endpoint, otlptracegrpc.WithInsecure()}
+			if strings.Contains(o.otlpEndpoint, "://") {
+				grpcOpts = []otlptracegrpc.Option{otlptracegrpc.WithEndpointURL(o.otlpEndpoint)}
+			}
+			exp, err := otlptracegrpc.New(ctx, grpcOpts...) // connects lazily
 			if err != nil {
-				shutdown()
-				return nil, fmt.Errorf("otlp exporter: %w", err)
+				return fail(usageError{fmt.Errorf("--otlp-endpoint %q: %v", o.otlpEndpoint, err)})
 			}
 			opts = append(opts, sdktrace.WithBatcher(exp))
+			log.Info("postrelay: exporting traces over OTLP/gRPC", "endpoint", o.otlpEndpoint)
 		}
 		tp := sdktrace.NewTracerProvider(opts...)
 		shutdowns = append(shutdowns, tp.Shutdown)
@@ -87,13 +144,13 @@ func (o *observability) setup(ctx context.Context, cfg *engine.Config, pool *pgx
 		otel.SetTracerProvider(tp)
 		otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
 	}
+
 	obs, err := tracing.New(tcfg)
 	if err != nil {
-		shutdown()
-		return nil, err
+		return fail(err)
 	}
+	// Registered last, so it runs first: no Stats query once shutdown starts.
+	shutdowns = append(shutdowns, func(context.Context) error { return obs.Close() })
 	cfg.Observer = obs
 	return shutdown, nil
 }
-
-func noopMeter() metric.MeterProvider { return metricnoop.NewMeterProvider() }

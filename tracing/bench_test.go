@@ -1,0 +1,91 @@
+package tracing_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/stretchr/testify/require"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/postrelay/postrelay/engine"
+	"github.com/postrelay/postrelay/tracing"
+)
+
+// discard is a span exporter that drops everything, so the benchmark
+// measures span creation and export hand-off, not an exporter.
+type discard struct{}
+
+func (discard) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return nil }
+func (discard) Shutdown(context.Context) error                             { return nil }
+
+// BenchmarkStartAttempt measures what the Observer adds to one delivery
+// attempt (StartAttempt, then the finish function), with tracing off
+// (noop provider: the engine's cost with metrics only), sampled out, and
+// recorded, for records written with and without a span.
+func BenchmarkStartAttempt(b *testing.B) {
+	mp := sdkmetric.NewMeterProvider()
+	defer func() { _ = mp.Shutdown(context.Background()) }()
+	for _, pc := range []struct {
+		name string
+		tp   trace.TracerProvider
+	}{
+		{"spans_off", noop.NewTracerProvider()},
+		{"sampled_out", sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.NeverSample()))},
+		{"recorded", sdktrace.NewTracerProvider(sdktrace.WithSyncer(discard{}))},
+	} {
+		obs, err := tracing.New(tracing.Config{TracerProvider: pc.tp, MeterProvider: mp})
+		require.NoError(b, err)
+		for _, traced := range []bool{false, true} {
+			name := pc.name + "/untraced_writer"
+			if traced {
+				name = pc.name + "/traced_writer"
+			}
+			b.Run(name, func(b *testing.B) {
+				stored := map[string]string{}
+				if traced {
+					stored["traceparent"] = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+				}
+				md := make(message.Metadata, 8)
+				msg := message.NewMessage("0192d7a4-6c1e-7cc0-8f35-1b9f1a2f6c11", []byte(`{"order":1}`))
+				a := engine.Attempt{Partition: 7, RecordID: 123456, Key: "customer-42", Topic: "orders",
+					MessageID: msg.UUID, Attempt: 1, CreatedAt: time.Now()}
+				ctx := context.Background()
+				b.ReportAllocs()
+				for b.Loop() {
+					clear(md)
+					for k, v := range stored {
+						md[k] = v
+					}
+					msg.Metadata, a.Metadata = md, md
+					_, finish := obs.StartAttempt(ctx, a, msg)
+					finish(engine.AttemptResult{Outcome: engine.OutcomeDelivered, Duration: time.Millisecond})
+				}
+			})
+		}
+		require.NoError(b, obs.Close())
+		if sdk, ok := pc.tp.(*sdktrace.TracerProvider); ok {
+			require.NoError(b, sdk.Shutdown(context.Background()))
+		}
+	}
+}
+
+// BenchmarkObserveEvent measures the metrics recorded for one delivered
+// record (counter, two histograms).
+func BenchmarkObserveEvent(b *testing.B) {
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+	defer func() { _ = mp.Shutdown(context.Background()) }()
+	obs, err := tracing.New(tracing.Config{TracerProvider: noop.NewTracerProvider(), MeterProvider: mp})
+	require.NoError(b, err)
+	defer func() { _ = obs.Close() }()
+	e := engine.Event{Kind: engine.EventDelivered, Topic: "orders", Key: "customer-42", RecordID: 123456,
+		Duration: time.Millisecond, Lag: 20 * time.Millisecond}
+	b.ReportAllocs()
+	for b.Loop() {
+		obs.ObserveEvent(e)
+	}
+}
