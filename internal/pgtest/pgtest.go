@@ -89,5 +89,5 @@ func FreshSchema(tb testing.TB) (*pgxpool.Pool, string) {
 // pools run health-check goroutines that end shortly after Close.
 var LeakOptions = []goleak.Option{
 	goleak.IgnoreTopFunction("github.com/jackc/pgx/v5/pgxpool.(*Pool).backgroundHealthCheck"),
-	goleak.IgnoreTopFunction("github.com/jackc/pgx/v5/pgxpool.(*Pool).triggerHealthCheck.func1"),
+	goleak.IgnoreAnyFunction("github.com/jackc/pgx/v5/pgxpool.(*Pool).triggerHealthCheck.func1"),
 }
