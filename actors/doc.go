@@ -1,36 +1,56 @@
 // Package actors is a small supervised actor runtime. It knows nothing about
 // outboxes.
 //
+// # Actors and the supervisor
+//
 // An actor is anything with Serve(ctx) error. A Supervisor runs each spawned
-// actor in its own goroutine and owns it: Spawn returns a Ref to stop it and
-// to wait for it, and Supervisor.Stop stops them all and waits.
+// actor in its own goroutine and owns it: Spawn returns a Ref to stop the
+// actor and to wait for it; Supervisor.Stop stops them all, and
+// Supervisor.Wait waits until every actor goroutine has exited. Stopping
+// cancels the actor's context with cause ErrStopped and waits for Serve to
+// return, up to a timeout (ErrStopTimeout). Stop is idempotent.
 //
-// # Restarts
+// # Restart policy
 //
-// When Serve returns an error or panics (the panic is recovered and turned
-// into an error carrying the stack), the supervisor restarts it after a
-// backoff. A nil return, or the end of the actor's context, ends the actor
-// for good, as does an error wrapping ErrDoNotRestart (Ref.Err reports it).
+// How an incarnation of Serve ends decides what happens next:
 //
-// The backoff grows with a decaying failure count rather than with the
-// number of consecutive failures, so a restart storm backs off and an actor
-// that fails once an hour restarts at once:
+//	Serve returns nil                   → the actor ends, Ref.Err() == nil
+//	the actor's context ends            → the actor ends, Ref.Err() == nil
+//	Serve returns an error wrapping     → the actor ends, Ref.Err() is that error
+//	  ErrDoNotRestart
+//	Serve returns another error, or     → a failure: counted, then a restart
+//	  panics (recovered as *PanicError)   after a backoff (stopping interrupts it)
 //
-//	failures = failures · 2^(−Δt / FailureDecay) + 1     (Δt: time since the last failure)
-//	delay    = min(MaxBackoff, InitialBackoff · 2^(round(failures) − 1)) ± 20% jitter
+// The backoff grows with a decaying failure count rather than with the number
+// of consecutive failures, so a restart storm backs off while an actor that
+// fails once an hour restarts at once. On each failure, with Δt the time since
+// the previous one:
 //
-// (cenkalti/backoff computes the growth and the jitter.) With
-// FailureThreshold set, an actor whose decayed count passes it is given up
-// (ErrTooManyFailures). Stopping an actor interrupts a pending backoff.
+//	failures = failures · 2^(−Δt / FailureDecay) + 1
+//	delay    = min(MaxBackoff, InitialBackoff · 2^(round(failures) − 1) · (1 ± 20%))
+//
+// (cenkalti/backoff computes the growth and the jitter.) An actor failing
+// without pause sees its count grow by one per failure and its delay double up
+// to MaxBackoff; once it calms down the count halves every FailureDecay. With
+// FailureThreshold set, an actor whose count exceeds it is given up: it ends
+// with an error wrapping ErrTooManyFailures and the last failure.
+//
+// SupervisorConfig.OnEvent sees every lifecycle event (started, failed,
+// panicked, restarting with its delay, gave_up, stopped) synchronously, for
+// metrics and for tests.
 //
 // # Messages
 //
-// Actors communicate by messages only. A Mailbox is bounded and has two
-// lanes: Receive and TryReceive always drain the control lane (lifecycle
-// messages such as "lease lost") before the data lane. Ready yields when a
-// message may be waiting, for use in a select beside timers and wake-ups.
+// Actors communicate by messages only, never by shared mutable state. A
+// Mailbox is bounded and has two FIFO lanes: a data lane with the capacity
+// given to NewMailbox and a control lane of ControlCapacity for lifecycle
+// messages (such as "lease lost"). Receive and TryReceive always drain the
+// control lane before the data lane. Send and SendControl block while their
+// lane is full, until their context ends; TrySend never blocks. Ready yields
+// when a message may be waiting, so an actor can select on its mailbox beside
+// timers, wake-ups and its context, then TryReceive.
 //
-// A Waker carries coalescing wake-ups: a channel of capacity one with a
-// non-blocking send, so any number of Wake calls between two receives wake
-// the actor once.
+// A Waker carries coalescing wake-ups ("there may be new work"): a channel of
+// capacity one with a non-blocking send, so any number of Wake calls between
+// two receives from C wake the actor once, and a waker never blocks.
 package actors

@@ -15,9 +15,10 @@ import (
 )
 
 // Actor is a unit of work run in its own goroutine by a Supervisor. Serve
-// runs until ctx ends (return nil) or it fails (return an error, or panic):
-// the supervisor then restarts it after a backoff. Returning an error that
-// wraps ErrDoNotRestart ends it for good.
+// runs until ctx ends (then it should return promptly; what it returns is
+// ignored) or until it is done (return nil) or fails (return an error, or
+// panic): the supervisor then restarts it after a backoff. Returning an error
+// that wraps ErrDoNotRestart ends it for good.
 type Actor interface {
 	Serve(ctx context.Context) error
 }
@@ -25,7 +26,7 @@ type Actor interface {
 // ActorFunc adapts a function to Actor.
 type ActorFunc func(ctx context.Context) error
 
-// Serve calls f.
+// Serve calls f(ctx).
 func (f ActorFunc) Serve(ctx context.Context) error { return f(ctx) }
 
 // Defaults for SupervisorConfig.
@@ -36,32 +37,42 @@ const (
 	StopTimeoutDefault    = 5 * time.Second
 )
 
-// SupervisorConfig configures restarts. The zero value is usable.
+// restartJitter is the randomization factor of restart delays: ±20%.
+const restartJitter = 0.2
+
+// SupervisorConfig configures a Supervisor.
 type SupervisorConfig struct {
-	// Logger receives restart and failure logs. nil discards them.
+	// Logger receives failure and restart logs, with messages prefixed
+	// "actors:" and an "actor" attribute. nil discards them. Defaults to nil.
 	Logger *slog.Logger
-	// InitialBackoff is the restart delay after a failure when the decayed
-	// failure count is about 1. Defaults to 50ms.
+	// InitialBackoff is the restart delay when the decayed failure count is
+	// about 1. Defaults to 50ms.
 	InitialBackoff time.Duration
 	// MaxBackoff caps the restart delay. Defaults to 10s.
 	MaxBackoff time.Duration
-	// FailureDecay is the half-life of the failure count: a failure counts
-	// half as much after FailureDecay, so an actor that fails rarely restarts
-	// quickly, and a restart storm backs off. Defaults to 30s.
+	// FailureDecay is the half-life of an actor's failure count: a failure
+	// weighs half as much after FailureDecay, so an actor that fails now and
+	// then restarts quickly while a restart storm backs off. Defaults to 30s.
 	FailureDecay time.Duration
-	// FailureThreshold ends an actor (ErrTooManyFailures) once its decayed
-	// failure count exceeds it. 0 means never give up. Defaults to 0.
+	// FailureThreshold gives up on an actor (its terminal error wraps
+	// ErrTooManyFailures) once its decayed failure count exceeds it. 0 means
+	// never give up. Defaults to 0.
 	FailureThreshold float64
-	// StopTimeout is the timeout Stop uses when given 0. Defaults to 5s.
+	// StopTimeout is the timeout of Ref.Stop and Supervisor.Stop when they
+	// are given 0. Defaults to 5s.
 	StopTimeout time.Duration
-	// OnEvent, if set, is called synchronously for every lifecycle event.
-	// It must be cheap and must not block.
+	// OnEvent, if set, is called synchronously from the actor's goroutine
+	// for every lifecycle event. It must be cheap, must not block and must
+	// not call back into the actor's Ref or the Supervisor's Stop or Wait.
+	// Defaults to nil.
 	OnEvent func(Event)
-	// Now is the clock, for tests. Defaults to time.Now.
+	// Now is the clock for the failure decay and event times, for tests;
+	// restart delays themselves are real time. Defaults to time.Now.
 	Now func() time.Time
 }
 
-// WithDefaults returns a copy of c with zero fields set to their defaults.
+// WithDefaults returns a copy of c with its zero fields set to their
+// defaults.
 func (c SupervisorConfig) WithDefaults() SupervisorConfig {
 	c.InitialBackoff = cmp.Or(c.InitialBackoff, InitialBackoffDefault)
 	c.MaxBackoff = cmp.Or(c.MaxBackoff, MaxBackoffDefault)
@@ -76,7 +87,8 @@ func (c SupervisorConfig) WithDefaults() SupervisorConfig {
 	return c
 }
 
-// Validate names the first invalid field and its value.
+// Validate returns an error wrapping ErrInvalidConfig that names the first
+// invalid field and its value, or nil. Call it on WithDefaults' result.
 func (c SupervisorConfig) Validate() error {
 	switch {
 	case c.InitialBackoff <= 0:
@@ -85,123 +97,53 @@ func (c SupervisorConfig) Validate() error {
 		return fmt.Errorf("%w: MaxBackoff = %v: must be at least InitialBackoff (%v)", ErrInvalidConfig, c.MaxBackoff, c.InitialBackoff)
 	case c.FailureDecay <= 0:
 		return fmt.Errorf("%w: FailureDecay = %v: must be positive", ErrInvalidConfig, c.FailureDecay)
-	case c.FailureThreshold < 0 || math.IsNaN(c.FailureThreshold):
-		return fmt.Errorf("%w: FailureThreshold = %v: must not be negative", ErrInvalidConfig, c.FailureThreshold)
+	case c.FailureThreshold < 0 || math.IsNaN(c.FailureThreshold) || math.IsInf(c.FailureThreshold, 0):
+		return fmt.Errorf("%w: FailureThreshold = %v: must be a finite number, 0 or more", ErrInvalidConfig, c.FailureThreshold)
 	case c.StopTimeout <= 0:
 		return fmt.Errorf("%w: StopTimeout = %v: must be positive", ErrInvalidConfig, c.StopTimeout)
 	}
 	return nil
 }
 
-// EventKind says what happened to an actor.
-type EventKind uint8
-
-// Lifecycle event kinds.
-const (
-	EventStarted    EventKind = iota + 1 // Serve is called (again)
-	EventFailed                          // Serve returned an error
-	EventPanicked                        // Serve panicked
-	EventRestarting                      // a restart is scheduled after Delay
-	EventStopped                         // the actor ended for good (Err is its terminal error)
-	EventGaveUp                          // the failure threshold was passed
-)
-
-func (k EventKind) String() string {
-	switch k {
-	case EventStarted:
-		return "started"
-	case EventFailed:
-		return "failed"
-	case EventPanicked:
-		return "panicked"
-	case EventRestarting:
-		return "restarting"
-	case EventStopped:
-		return "stopped"
-	case EventGaveUp:
-		return "gave_up"
-	}
-	return "unknown"
-}
-
-// Event is one actor lifecycle event.
-type Event struct {
-	Kind     EventKind
-	Actor    string
-	Time     time.Time
-	Err      error
-	Delay    time.Duration // for EventRestarting
-	Failures float64       // decayed failure count after this event
-}
-
-// Supervisor runs actors, each in its own goroutine, restarting them on
-// failure.
+// Supervisor runs actors, each in its own goroutine, restarting them when
+// they fail, and stops them. Its methods are safe for concurrent use.
 type Supervisor struct {
-	cfg     SupervisorConfig
+	cfg SupervisorConfig
+
 	mu      sync.Mutex
-	refs    map[*Ref]struct{}
-	wg      sync.WaitGroup
+	refs    map[*Ref]struct{} // live actors
+	running int               // actor goroutines not yet exited
+	exited  *sync.Cond        // on mu, broadcast when running drops to 0
 	stopped bool
 }
 
-// NewSupervisor returns a supervisor; the config gets its defaults and is
-// validated.
+// NewSupervisor returns a supervisor with cfg, given its defaults, or an
+// error if cfg is invalid.
 func NewSupervisor(cfg SupervisorConfig) (*Supervisor, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Supervisor{cfg: cfg, refs: make(map[*Ref]struct{})}, nil
+	s := &Supervisor{cfg: cfg, refs: make(map[*Ref]struct{})}
+	s.exited = sync.NewCond(&s.mu)
+	return s, nil
 }
 
-// Ref is a handle on a spawned actor.
-type Ref struct {
-	name   string
-	cancel context.CancelCauseFunc
-	done   chan struct{}
-	err    error // terminal error, set before done is closed
-}
-
-// Name returns the name the actor was spawned with.
-func (r *Ref) Name() string { return r.name }
-
-// Done is closed when the actor has exited for good.
-func (r *Ref) Done() <-chan struct{} { return r.done }
-
-// Err returns the actor's terminal error once Done is closed: nil after a
-// clean stop, the error that wrapped ErrDoNotRestart, or one wrapping
-// ErrTooManyFailures.
-func (r *Ref) Err() error {
-	select {
-	case <-r.done:
-		return r.err
-	default:
-		return nil
-	}
-}
-
-// Stop cancels the actor (its context's cause is ErrStopped), interrupting a
-// restart backoff, and waits up to timeout for it to exit. It is safe to call
-// more than once and from many goroutines.
-func (r *Ref) Stop(timeout time.Duration) error {
-	r.cancel(ErrStopped)
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	select {
-	case <-r.done:
-		return nil
-	case <-t.C:
-		return fmt.Errorf("%w: actor %q after %v", ErrStopTimeout, r.name, timeout)
-	}
-}
-
-// Spawn starts a under ctx in a new goroutine and returns its Ref. A nil
-// return from Serve or the end of ctx ends the actor; an error or a panic
-// restarts it after a backoff that grows with its decayed failure count.
-// Spawning on a stopped supervisor returns a Ref that is already done.
+// Spawn starts a in a new goroutine under ctx and returns its Ref.
+//
+// When Serve returns an error or panics (the panic is recovered and turned
+// into a *PanicError carrying the stack), the failure is counted and a is
+// restarted after a backoff that grows with its decayed failure count. A nil
+// return from Serve, or the end of ctx, ends the actor cleanly; an error
+// wrapping ErrDoNotRestart, or too many failures, ends it with that error
+// (see Ref.Err). Spawning on a stopped supervisor returns a Ref that is
+// already done, with Err ErrStopped, and does not run a.
 func (s *Supervisor) Spawn(ctx context.Context, name string, a Actor) *Ref {
+	if a == nil {
+		panic(fmt.Sprintf("actors: Spawn %q: nil Actor", name))
+	}
 	ctx, cancel := context.WithCancelCause(ctx)
-	r := &Ref{name: name, cancel: cancel, done: make(chan struct{})}
+	r := &Ref{name: name, stopTimeout: s.cfg.StopTimeout, cancel: cancel, done: make(chan struct{})}
 	s.mu.Lock()
 	if s.stopped {
 		s.mu.Unlock()
@@ -211,7 +153,7 @@ func (s *Supervisor) Spawn(ctx context.Context, name string, a Actor) *Ref {
 		return r
 	}
 	s.refs[r] = struct{}{}
-	s.wg.Add(1)
+	s.running++
 	s.mu.Unlock()
 	go s.supervise(ctx, r, a)
 	return r
@@ -223,33 +165,25 @@ func (s *Supervisor) emit(e Event) {
 	}
 }
 
+// supervise runs a until it ends for good, then exits the actor.
 func (s *Supervisor) supervise(ctx context.Context, r *Ref, a Actor) {
-	defer func() {
-		s.mu.Lock()
-		delete(s.refs, r)
-		s.mu.Unlock()
-		r.cancel(ErrStopped)
-		s.emit(Event{Kind: EventStopped, Actor: r.name, Time: s.cfg.Now(), Err: r.err})
-		close(r.done)
-		s.wg.Done()
-	}()
+	defer s.exit(r)
 	log := s.cfg.Logger.With("actor", r.name)
-	var failures float64
-	var lastFailure time.Time
-	for {
+	var (
+		failures    float64   // decayed failure count
+		lastFailure time.Time // by s.cfg.Now
+	)
+	for ctx.Err() == nil {
 		s.emit(Event{Kind: EventStarted, Actor: r.name, Time: s.cfg.Now()})
 		err, panicked := serve(ctx, a)
-		if ctx.Err() != nil {
-			// Stopped: whatever Serve returned, the actor ends cleanly.
-			return
+		if err == nil || ctx.Err() != nil {
+			return // done, or stopped: whatever Serve returned, the end is clean
 		}
-		if err == nil {
-			return
-		}
-		if errors.Is(err, ErrDoNotRestart) {
+		if !panicked && errors.Is(err, ErrDoNotRestart) {
 			r.err = err
 			return
 		}
+
 		now := s.cfg.Now()
 		failures = decay(failures, now.Sub(lastFailure), s.cfg.FailureDecay) + 1
 		lastFailure = now
@@ -258,13 +192,16 @@ func (s *Supervisor) supervise(ctx context.Context, r *Ref, a Actor) {
 			kind = EventPanicked
 		}
 		s.emit(Event{Kind: kind, Actor: r.name, Time: now, Err: err, Failures: failures})
+
 		if s.cfg.FailureThreshold > 0 && failures > s.cfg.FailureThreshold {
-			r.err = fmt.Errorf("%w: actor %q: %.1f decayed failures, last: %w", ErrTooManyFailures, r.name, failures, err)
-			log.Error("actors: giving up on actor", "failures", failures, "error", err)
+			r.err = fmt.Errorf("%w: actor %q: %.2f decayed failures over threshold %v, last: %w",
+				ErrTooManyFailures, r.name, failures, s.cfg.FailureThreshold, err)
+			log.Error("actors: giving up on actor", "failures", failures, "error", err, "panicked", panicked)
 			s.emit(Event{Kind: EventGaveUp, Actor: r.name, Time: now, Err: r.err, Failures: failures})
 			return
 		}
-		delay := s.restartDelay(failures)
+
+		delay := restartDelay(s.cfg.InitialBackoff, s.cfg.MaxBackoff, failures, restartJitter)
 		log.Warn("actors: actor failed, restarting", "error", err, "panicked", panicked, "delay", delay, "failures", failures)
 		s.emit(Event{Kind: EventRestarting, Actor: r.name, Time: now, Err: err, Delay: delay, Failures: failures})
 		t := time.NewTimer(delay)
@@ -277,11 +214,27 @@ func (s *Supervisor) supervise(ctx context.Context, r *Ref, a Actor) {
 	}
 }
 
-// serve runs one incarnation of a, turning a panic into an error.
+// exit records that r's goroutine ends for good.
+func (s *Supervisor) exit(r *Ref) {
+	r.cancel(ErrStopped) // release the context's resources
+	s.mu.Lock()
+	delete(s.refs, r)
+	s.mu.Unlock()
+	s.emit(Event{Kind: EventStopped, Actor: r.name, Time: s.cfg.Now(), Err: r.err})
+	close(r.done)
+	s.mu.Lock()
+	s.running--
+	if s.running == 0 {
+		s.exited.Broadcast()
+	}
+	s.mu.Unlock()
+}
+
+// serve runs one incarnation of a, turning a panic into a *PanicError.
 func serve(ctx context.Context, a Actor) (err error, panicked bool) {
 	defer func() {
-		if p := recover(); p != nil {
-			err, panicked = fmt.Errorf("actors: panic: %v\n%s", p, debug.Stack()), true
+		if v := recover(); v != nil {
+			err, panicked = &PanicError{Value: v, Stack: debug.Stack()}, true
 		}
 	}()
 	return a.Serve(ctx), false
@@ -296,40 +249,43 @@ func decay(f float64, elapsed, halfLife time.Duration) float64 {
 	return f * math.Exp2(-float64(elapsed)/float64(halfLife))
 }
 
-// restartDelay is the exponential backoff for a decayed failure count:
-// InitialBackoff · 2^(failures−1), capped at MaxBackoff, with ±20% jitter
-// (cenkalti/backoff computes the growth and the jitter).
-func (s *Supervisor) restartDelay(failures float64) time.Duration {
+// restartDelay returns the restart delay for a decayed failure count:
+// initial · 2^(round(failures)−1) capped at maxDelay, randomized by ±jitter,
+// and never above maxDelay. cenkalti/backoff does the growth and the jitter.
+func restartDelay(initial, maxDelay time.Duration, failures, jitter float64) time.Duration {
 	b := backoff.NewExponentialBackOff(
-		backoff.WithInitialInterval(s.cfg.InitialBackoff),
+		backoff.WithInitialInterval(initial),
 		backoff.WithMultiplier(2),
-		backoff.WithRandomizationFactor(0.2),
-		backoff.WithMaxInterval(s.cfg.MaxBackoff),
+		backoff.WithRandomizationFactor(jitter),
+		backoff.WithMaxInterval(maxDelay),
 		backoff.WithMaxElapsedTime(0),
 	)
-	steps := int(math.Max(math.Round(failures), 1))
+	// The interval reaches maxDelay after 1+⌈log2(maxDelay/initial)⌉ steps;
+	// more steps would change nothing but cost time in a restart storm.
+	steps := min(max(math.Round(failures), 1), 2+math.Ceil(math.Log2(float64(maxDelay)/float64(initial))))
 	var d time.Duration
-	for i := 0; i < steps; i++ {
+	for range int(steps) {
 		d = b.NextBackOff()
-		if d >= s.cfg.MaxBackoff {
-			break
-		}
 	}
-	return min(d, s.cfg.MaxBackoff)
+	return min(d, maxDelay)
 }
 
-// Len returns how many actors are alive.
+// Len returns the number of live actors.
 func (s *Supervisor) Len() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.refs)
 }
 
-// Stop stops every actor concurrently and waits up to timeout (0: the
-// configured StopTimeout) for all of them; later Spawns return done Refs. It
-// is safe to call more than once.
+// Stop stops the supervisor: later Spawns do not run their actor, and every
+// live actor is stopped as by Ref.Stop, all at once. Stop waits up to timeout
+// (0 or less: SupervisorConfig.StopTimeout) for them all, and returns the
+// ErrStopTimeout errors of those that did not exit in time, joined. It is
+// idempotent; a later call waits again for actors that are still live.
 func (s *Supervisor) Stop(timeout time.Duration) error {
-	timeout = cmp.Or(timeout, s.cfg.StopTimeout)
+	if timeout <= 0 {
+		timeout = s.cfg.StopTimeout
+	}
 	s.mu.Lock()
 	s.stopped = true
 	refs := make([]*Ref, 0, len(s.refs))
@@ -342,18 +298,32 @@ func (s *Supervisor) Stop(timeout time.Duration) error {
 	}
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
+	expired := false
 	var errs []error
 	for _, r := range refs {
+		if !expired {
+			select {
+			case <-r.done:
+				continue
+			case <-deadline.C:
+				expired = true
+			}
+		}
 		select {
 		case <-r.done:
-		case <-deadline.C:
+		default:
 			errs = append(errs, fmt.Errorf("%w: actor %q after %v", ErrStopTimeout, r.name, timeout))
-			// Every later actor has had the same deadline.
-			deadline.Reset(0)
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// Wait blocks until every actor goroutine has exited.
-func (s *Supervisor) Wait() { s.wg.Wait() }
+// Wait blocks until every actor goroutine has exited, which, unless the
+// supervisor is stopped, may be never. Spawns during Wait extend it.
+func (s *Supervisor) Wait() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for s.running > 0 {
+		s.exited.Wait()
+	}
+}
