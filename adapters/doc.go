@@ -15,7 +15,9 @@
 //	                                                                            no subscriber messages are dropped
 //	postgres://,             watermill-sql/v4, default      SQLOptions          one table watermill_<topic> per topic (created on
 //	postgresql://            PostgreSQL schema, own pgxpool                     first publish); rows are read in insertion order,
-//	                                                                            so the whole topic is ordered
+//	                                                                            so the whole topic is ordered. The message UUID
+//	                                                                            column is VARCHAR(36): record MessageIDs must be
+//	                                                                            at most 36 characters (the default UUIDv7 is)
 //	amqp://, amqps://        watermill-amqp/v3, publisher   AMQPOptions         Mode "queue": a durable queue named <topic> via the
 //	                         confirms on                                        default exchange; Mode "topic": a durable topic
 //	                                                                            exchange (Exchange), routing key <topic>. A queue

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/IBM/sarama"
 	"github.com/ThreeDotsLabs/watermill"
@@ -180,13 +181,25 @@ func amqpConfig(cfg Config) amqp.Config {
 		c = amqp.NewDurableQueueConfig(cfg.URL)
 	}
 	c.Publish.ConfirmDelivery = true
+	// Reconnect forever (the library's default), but retry at least every
+	// 5s instead of backing off to a minute, so delivery resumes soon after
+	// an outage.
+	c.Connection.Reconnect = &amqp.ReconnectConfig{
+		BackoffInitialInterval:     250 * time.Millisecond,
+		BackoffRandomizationFactor: 0.5,
+		BackoffMultiplier:          1.5,
+		BackoffMaxInterval:         5 * time.Second,
+	}
 	return c
 }
 
-// natsPublisher provisions a JetStream stream per topic before its first
-// publish. Stream names cannot contain '.', which topics such as
-// "orders.placed" do, so the stream is named NATSStreamName(topic) while its
-// subject stays the topic itself.
+// natsPublisher makes sure a JetStream stream captures each topic before
+// its first publish: a stream that already covers the subject (one the
+// user created, such as "ORDERS" with subjects "orders.>") is used as it
+// is; otherwise a stream named NATSStreamName(topic) with the topic as its
+// only subject is created. Stream names cannot contain '.', which topics
+// such as "orders.placed" do, hence the renaming; the subject stays the
+// topic itself.
 type natsPublisher struct {
 	message.Publisher
 	conn        *nats.Conn
@@ -194,8 +207,15 @@ type natsPublisher struct {
 	provisioned sync.Map // topic → struct{}
 }
 
+// NATS connection settings: reconnect forever (a relay must outlive any
+// outage), quickly.
+const (
+	natsReconnectWait = 250 * time.Millisecond
+	natsName          = "postrelay"
+)
+
 func newNATSPublisher(cfg Config, logger watermill.LoggerAdapter) (message.Publisher, error) {
-	conn, err := nats.Connect(cfg.URL)
+	conn, err := nats.Connect(cfg.URL, nats.Name(natsName), nats.MaxReconnects(-1), nats.ReconnectWait(natsReconnectWait))
 	if err != nil {
 		return nil, err
 	}
@@ -216,22 +236,38 @@ func newNATSPublisher(cfg Config, logger watermill.LoggerAdapter) (message.Publi
 	return &natsPublisher{Publisher: pub, conn: conn, js: js}, nil
 }
 
-// NATSStreamName is the JetStream stream nats:// provisions for a topic.
+// NATSStreamName is the JetStream stream nats:// creates for a topic no
+// existing stream covers: the topic with '.', '*', '>' and ' ' replaced by
+// '_'.
 func NATSStreamName(topic string) string {
 	return strings.NewReplacer(".", "_", "*", "_", ">", "_", " ", "_").Replace(topic)
 }
 
 func (p *natsPublisher) Publish(topic string, msgs ...*message.Message) error {
 	if _, ok := p.provisioned.Load(topic); !ok {
-		name := NATSStreamName(topic)
-		if _, err := p.js.StreamInfo(name); err != nil {
-			if _, err := p.js.AddStream(&nats.StreamConfig{Name: name, Subjects: []string{topic}}); err != nil && !errors.Is(err, nats.ErrStreamNameAlreadyInUse) {
-				return fmt.Errorf("adapters: provision JetStream stream %q for topic %q: %w", name, topic, err)
-			}
+		if err := p.provision(topic); err != nil {
+			return err
 		}
 		p.provisioned.Store(topic, struct{}{})
 	}
 	return p.Publisher.Publish(topic, msgs...)
+}
+
+func (p *natsPublisher) provision(topic string) error {
+	if _, err := p.js.StreamNameBySubject(topic); err == nil {
+		return nil // an existing stream captures the topic
+	} else if !errors.Is(err, nats.ErrStreamNotFound) && !errors.Is(err, nats.ErrNoMatchingStream) {
+		return fmt.Errorf("adapters: look up the JetStream stream of topic %q: %w", topic, err)
+	}
+	name := NATSStreamName(topic)
+	if _, err := p.js.AddStream(&nats.StreamConfig{Name: name, Subjects: []string{topic}}); err != nil {
+		// Another publisher may have created the stream meanwhile.
+		if _, lerr := p.js.StreamNameBySubject(topic); lerr == nil {
+			return nil
+		}
+		return fmt.Errorf("adapters: create JetStream stream %q for topic %q: %w", name, topic, err)
+	}
+	return nil
 }
 
 func (p *natsPublisher) Close() error {

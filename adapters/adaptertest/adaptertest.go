@@ -33,7 +33,8 @@ import (
 
 // Broker is one broker under test.
 type Broker struct {
-	// Name is the URL scheme (memory, postgres, amqp, nats, redis, kafka).
+	// Name is the URL scheme (memory, postgres, amqp, nats, redis, kafka),
+	// with a suffix for a variant ("amqp-topic").
 	Name string
 	// Subscribe subscribes to topic with a real subscriber of the broker
 	// (the same Watermill library) and returns the adapters.Config whose
@@ -112,9 +113,9 @@ func publisher(t *testing.T, cfg adapters.Config) message.Publisher {
 	return pub
 }
 
-// Brokers returns every supported broker.
+// Brokers returns every supported broker (and AMQP in both modes).
 func Brokers() []Broker {
-	return []Broker{Memory(), Postgres(), AMQP(), NATS(), Redis(), Kafka()}
+	return []Broker{Memory(), Postgres(), AMQP(), AMQPTopic(), NATS(), Redis(), Kafka()}
 }
 
 // Memory is memory:// with a gochannel subscriber on the same instance.
@@ -163,7 +164,31 @@ func AMQP() Broker {
 	})
 }
 
-func deleteAMQPQueue(queue string) {
+// AMQPTopic is amqp:// in topic mode (a durable topic exchange, the topic
+// as routing key) with an amqp subscriber whose queue is bound to the
+// exchange with the topic as binding key; the exchange and the queue are
+// deleted at the end.
+func AMQPTopic() Broker {
+	return broker("amqp-topic", func(t *testing.T, topic string) (adapters.Config, <-chan *message.Message) {
+		Require(t, "127.0.0.1:5672")
+		exchange, queue := topic+"_exchange", topic+"_queue"
+		t.Cleanup(func() { deleteAMQP(queue, exchange) })
+		cfg := amqp.NewDurablePubSubConfig(AMQPURL, amqp.GenerateQueueNameConstant(queue))
+		cfg.Exchange.GenerateName = amqp.GenerateExchangeNameConstant(exchange)
+		cfg.Exchange.Type = "topic"
+		cfg.QueueBind.GenerateRoutingKey = func(topic string) string { return topic }
+		sub, err := amqp.NewSubscriber(cfg, logger())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ch := subscribe(t, sub, topic)
+		return adapters.Config{URL: AMQPURL, AMQP: adapters.AMQPOptions{Mode: "topic", Exchange: exchange}}, ch
+	})
+}
+
+func deleteAMQPQueue(queue string) { deleteAMQP(queue, "") }
+
+func deleteAMQP(queue, exchange string) {
 	conn, err := amqp091.Dial(AMQPURL)
 	if err != nil {
 		return
@@ -175,6 +200,9 @@ func deleteAMQPQueue(queue string) {
 	}
 	defer ch.Close()
 	_, _ = ch.QueueDelete(queue, false, false, false)
+	if exchange != "" {
+		_ = ch.ExchangeDelete(exchange, false, false)
+	}
 }
 
 // NATS is nats:// (JetStream) with a JetStream subscriber; the topic's

@@ -22,7 +22,21 @@ const (
 	ConformanceTimeout  = 30 * time.Second
 )
 
-// Conformance publishes ConformanceMessages keyed messages to a fresh topic
+// Conformance is the conformance suite for one broker: PublisherConformance
+// and RelayConformance as the parallel subtests "publish" and "relay".
+func Conformance(t *testing.T, b Broker) {
+	t.Helper()
+	t.Run("publish", func(t *testing.T) {
+		t.Parallel()
+		PublisherConformance(t, b)
+	})
+	t.Run("relay", func(t *testing.T) {
+		t.Parallel()
+		RelayConformance(t, b)
+	})
+}
+
+// PublisherConformance publishes ConformanceMessages keyed messages to a fresh topic
 // of b through the adapters publisher (the first half one per Publish call,
 // the rest in batches of five) and checks that b's own subscriber receives
 // every one with its UUID, payload (binary, with zero bytes) and metadata
@@ -30,7 +44,7 @@ const (
 // Duplicates are allowed (at least once); a message that was never
 // published fails the test. Where the subscriber reports the Kafka
 // partition, every key must stay on one partition.
-func Conformance(t *testing.T, b Broker) {
+func PublisherConformance(t *testing.T, b Broker) {
 	t.Helper()
 	topic := Topic("conf_" + b.Name)
 	pub, msgs := b.Open(t, topic)
