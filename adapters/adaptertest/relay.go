@@ -90,8 +90,8 @@ func RelayConformance(t *testing.T, b Broker, configure ...func(*engine.Config))
 		recs := make([]engine.Record, RelayRecordsPerTx)
 		for j := range recs {
 			recs[j] = engine.Record{
-				Topic:     topic,
-				Key:       "key-" + strconv.Itoa(j%RelayKeys),
+				Topic: topic,
+				Key:   "key-" + strconv.Itoa(j%RelayKeys),
 				// ≤ 36 characters: watermill-sql keeps the UUID in a VARCHAR(36).
 				MessageID: fmt.Sprintf("%s-%02d-%d", topic[len(topic)-10:], i, j),
 				Payload:   []byte{0, 1, 2, byte(i), byte(j), 0xff, 0},
