@@ -24,6 +24,16 @@
 // instance LISTENs and wakes its actor for that partition; polling every
 // PollInterval is the fallback.
 //
+// The actors' database work goes through a batcher, as concurrent commits
+// go through PostgreSQL's group commit: fetches (and completions) requested
+// while a statement of their kind is running go out together in the next
+// one, one LATERAL branch (one fenced lease check) per partition. A lone
+// request goes out at once; under load one round trip serves many
+// partitions, and at most two statements of each kind run at a time, so
+// the engine's connections stay bounded whatever the partition count. The
+// fetch also reports when the partition's next held record becomes
+// available, so an idle actor sleeps exactly until then.
+//
 // # Leases and fencing
 //
 // A lease is the row <schema>.partitions(partition, owner, epoch,
@@ -46,10 +56,14 @@
 //     was started with.
 //  2. Completing a batch is one statement that first locks the partition row
 //     (FOR SHARE) WHERE owner=me AND epoch=e AND lease_until > now(). If that
-//     finds no row, the statement writes nothing and the actor stops with
-//     ErrLeaseLost. The row lock serializes completion with a takeover, so a
-//     stale owner (paused past its lease, or cut off) can never commit
-//     progress after another instance acquired the partition.
+//     finds no row, the statement writes nothing for that partition and its
+//     actor stops with ErrLeaseLost. The row lock serializes completion with
+//     a takeover, so a stale owner (paused past its lease, or cut off) can
+//     never commit progress after another instance acquired the partition.
+//     When one statement completes several partitions' batches, each row
+//     change is joined to its own partition's lease, so each batch is
+//     fenced on its own; rows are locked in partition order (as acquire and
+//     renew lock theirs), so concurrent statements cannot deadlock.
 //  3. An actor publishes only while its local lease deadline — the local
 //     time the last successful renewal was sent plus LeaseTTL — lies in the
 //     future. Since the database set lease_until from a later now(), an

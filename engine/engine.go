@@ -26,6 +26,7 @@ type Engine struct {
 	publisher message.Publisher
 	cfg       Config
 	store     *store
+	batch     *batcher
 	hub       *eventHub
 
 	running atomic.Bool
@@ -58,6 +59,7 @@ func New(pool *pgxpool.Pool, publisher message.Publisher, cfg Config) (*Engine, 
 		store:     newStore(pool, cfg),
 		hub:       &eventHub{buffer: cfg.EventBuffer},
 	}
+	e.batch = newBatcher(e.store, cfg.InstanceID, cfg.StopTimeout)
 	e.fastSlots = make(chan struct{}, fastSlotsFor(runtime.GOMAXPROCS(0)))
 	if cfg.MaxInFlight > 0 {
 		e.sem = make(chan struct{}, cfg.MaxInFlight)
@@ -138,6 +140,14 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 	runCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(ErrShutdown)
+	// Completions are served until every actor has stopped, so that what
+	// was published during the stop is recorded.
+	completeCtx, stopCompletes := context.WithCancel(context.WithoutCancel(ctx))
+	e.batch.start(runCtx, completeCtx)
+	defer func() {
+		stopCompletes()
+		e.batch.wait()
+	}()
 
 	if !e.cfg.DisableNotify {
 		t := &tail{e: e, waker: actors.NewWaker()}

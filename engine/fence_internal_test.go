@@ -37,8 +37,9 @@ func TestCompleteIsFencedByOwnerEpochAndExpiry(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, got)
 
-	batch, err := st.fetch(ctx, p, 10, nil)
+	res, err := st.fetchOne(ctx, p, 10)
 	require.NoError(t, err)
+	batch := res.batch
 	require.Len(t, batch, 2)
 
 	// The old owner is paused past its lease; the new one takes over.
@@ -49,7 +50,7 @@ func TestCompleteIsFencedByOwnerEpochAndExpiry(t *testing.T) {
 	require.Equal(t, oldEpoch+1, got[p])
 
 	c := &completion{delivered: []int64{batch[0].id}, retryIDs: []int64{batch[1].id}, retryErrs: []string{"x"}, retryUS: []int64{1}}
-	err = st.complete(ctx, p, "old", oldEpoch, c)
+	err = st.completeOne(ctx, p, "old", oldEpoch, c)
 	require.ErrorIs(t, err, ErrLeaseLost)
 	var n, attempts int
 	require.NoError(t, pool.QueryRow(ctx, "SELECT count(*), sum(attempts) FROM "+pgx.Identifier{schema, "records"}.Sanitize()).Scan(&n, &attempts))
@@ -64,13 +65,13 @@ func TestCompleteIsFencedByOwnerEpochAndExpiry(t *testing.T) {
 	// An expired lease of the current owner cannot commit either.
 	_, err = pool.Exec(ctx, "UPDATE "+pgx.Identifier{schema, "partitions"}.Sanitize()+" SET lease_until = now() - interval '1 second' WHERE partition = $1", p)
 	require.NoError(t, err)
-	require.ErrorIs(t, st.complete(ctx, p, "new", oldEpoch+1, c), ErrLeaseLost)
+	require.ErrorIs(t, st.completeOne(ctx, p, "new", oldEpoch+1, c), ErrLeaseLost)
 
 	// With a live lease the same completion commits.
 	renewed, err = st.renew(ctx, "new", time.Minute, []int32{int32(p)}, []int64{oldEpoch + 1})
 	require.NoError(t, err)
 	require.True(t, renewed[p])
-	require.NoError(t, st.complete(ctx, p, "new", oldEpoch+1, c))
+	require.NoError(t, st.completeOne(ctx, p, "new", oldEpoch+1, c))
 	require.NoError(t, pool.QueryRow(ctx, "SELECT count(*), sum(attempts) FROM "+pgx.Identifier{schema, "records"}.Sanitize()).Scan(&n, &attempts))
 	require.Equal(t, 1, n)
 	require.Equal(t, 1, attempts)
@@ -111,4 +112,106 @@ func FuzzDecodeMetadata(f *testing.F) {
 			t.Fatalf("nil map without error for %q", b)
 		}
 	})
+}
+
+// Completions of several partitions in one statement are fenced one by one:
+// the batch of a partition whose lease moved writes nothing, the batch of a
+// partition still held commits, and each caller learns which it was. One
+// fetch serves several partitions, each with its own limit, in id order.
+func TestSharedStatementsFencePerPartition(t *testing.T) {
+	t.Parallel()
+	pool, schema := pgtest.FreshSchema(t)
+	ctx := context.Background()
+	cfg, err := Config{Schema: schema, Partitions: 8}.prepared()
+	require.NoError(t, err)
+	require.NoError(t, Migrate(ctx, pool, cfg))
+	st := newStore(pool, cfg)
+
+	// Two keys in two different partitions, three records each.
+	keyA, keyB := "a", "b"
+	for i := 0; Partition(keyA, 8) == Partition(keyB, 8); i++ {
+		keyB = "b" + itoa(i)
+	}
+	pA, pB := Partition(keyA, 8), Partition(keyB, 8)
+	tx, err := pool.Begin(ctx)
+	require.NoError(t, err)
+	var recs []Record
+	for i := range 3 {
+		recs = append(recs, Record{Topic: "t", Key: keyA, Payload: []byte{byte(i)}}, Record{Topic: "t", Key: keyB, Payload: []byte{byte(i)}})
+	}
+	require.NoError(t, NewWriter(cfg).Write(ctx, tx, recs...))
+	require.NoError(t, tx.Commit(ctx))
+
+	got, err := st.acquire(ctx, "me", time.Minute, []int32{int32(pA), int32(pB)})
+	require.NoError(t, err)
+	require.Len(t, got, 2)
+
+	out := make([]fetchResult, 2)
+	require.NoError(t, st.fetch(ctx, []fetchReq{{p: pA, limit: 2}, {p: pB, limit: 10}}, out))
+	require.Len(t, out[0].batch, 2, "partition A's limit")
+	require.Len(t, out[1].batch, 3)
+	for _, r := range out {
+		for i := 1; i < len(r.batch); i++ {
+			require.Less(t, r.batch[i-1].id, r.batch[i].id, "id order within a partition")
+		}
+	}
+
+	// Partition B is taken over by another instance (its lease expired).
+	_, err = pool.Exec(ctx, "UPDATE "+pgx.Identifier{schema, "partitions"}.Sanitize()+" SET lease_until = now() - interval '1 second' WHERE partition = $1", pB)
+	require.NoError(t, err)
+	other, err := st.acquire(ctx, "other", time.Minute, []int32{int32(pB)})
+	require.NoError(t, err)
+	require.Len(t, other, 1)
+
+	ids := func(b []fetched) []int64 {
+		var out []int64
+		for _, f := range b {
+			out = append(out, f.id)
+		}
+		return out
+	}
+	errs := make([]error, 2)
+	require.NoError(t, st.complete(ctx, "me", []completeReq{
+		{p: pA, epoch: got[pA], c: &completion{delivered: ids(out[0].batch)}},
+		{p: pB, epoch: got[pB], c: &completion{delivered: ids(out[1].batch)}},
+	}, errs))
+	require.NoError(t, errs[0], "partition A is still ours")
+	require.ErrorIs(t, errs[1], ErrLeaseLost, "partition B moved")
+
+	left := map[int]int{}
+	rows, err := pool.Query(ctx, "SELECT partition, count(*) FROM "+pgx.Identifier{schema, "records"}.Sanitize()+" GROUP BY partition")
+	require.NoError(t, err)
+	var p32 int32
+	var n int
+	_, err = pgx.ForEachRow(rows, []any{&p32, &n}, func() error { left[int(p32)] = n; return nil })
+	require.NoError(t, err)
+	require.Equal(t, map[int]int{pA: 1, pB: 3}, left, "A's two delivered records deleted, B's batch fenced off")
+}
+
+// The fetch reports when a partition's next held record becomes available,
+// and holds back the later records of its key.
+func TestFetchReportsNextHeldRecord(t *testing.T) {
+	t.Parallel()
+	pool, schema := pgtest.FreshSchema(t)
+	ctx := context.Background()
+	cfg, err := Config{Schema: schema, Partitions: 4}.prepared()
+	require.NoError(t, err)
+	require.NoError(t, Migrate(ctx, pool, cfg))
+	st := newStore(pool, cfg)
+	tx, err := pool.Begin(ctx)
+	require.NoError(t, err)
+	require.NoError(t, NewWriter(cfg).Write(ctx, tx,
+		Record{Topic: "t", Key: "k", Payload: []byte("later"), DeliverAfter: time.Hour},
+		Record{Topic: "t", Key: "k", Payload: []byte("after the held one")}))
+	require.NoError(t, tx.Commit(ctx))
+	res, err := st.fetchOne(ctx, Partition("k", 4), 10)
+	require.NoError(t, err)
+	require.Empty(t, res.batch, "the key's later record waits for the held one")
+	require.True(t, res.hasHeld)
+	require.InDelta(t, time.Hour.Seconds(), res.nextHeld.Seconds(), 60)
+
+	res, err = st.fetchOne(ctx, (Partition("k", 4)+1)%4, 10)
+	require.NoError(t, err)
+	require.Empty(t, res.batch)
+	require.False(t, res.hasHeld)
 }

@@ -68,13 +68,12 @@ type partitionActor struct {
 	publishEWMA time.Duration
 	// nextRetry is the shortest retry backoff the last batch scheduled.
 	nextRetry time.Duration
-	// lastHeldCheck is when the actor last asked for the next held record.
-	lastHeldCheck time.Time
+	// nextHeld is how long after the last fetch the partition's next held
+	// record (delayed or backing off) becomes available; hasHeld says
+	// there was one.
+	nextHeld time.Duration
+	hasHeld  bool
 }
-
-// heldCheckInterval spaces the idle actor's look for held records (delayed
-// or backing off), which many empty wake-ups in a row would otherwise repeat.
-const heldCheckInterval = 50 * time.Millisecond
 
 // parallelPublishThreshold is the average publish duration from which a
 // partition publishes several keys at once.
@@ -148,16 +147,12 @@ func (a *partitionActor) Serve(ctx context.Context) error {
 				continue // a full batch: more is waiting
 			}
 			wait = a.e.cfg.PollInterval
-			if n == 0 && time.Since(a.lastHeldCheck) >= heldCheckInterval {
-				// Idle: sleep until the next held record (delay or backoff)
+			if d, ok := a.nextHeld, a.hasHeld; ok && d < wait {
+				// Be back when the next held record (delay or backoff)
 				// becomes available, if that is sooner than the poll.
-				a.lastHeldCheck = time.Now()
-				if d, ok, err := a.e.store.nextAvailable(ctx, a.p); err == nil && ok && d < wait {
-					wait = max(d, time.Millisecond)
-				} else if err != nil && ctx.Err() == nil {
-					return fmt.Errorf("postrelay: partition %d: next available: %w", a.p, err)
-				}
-			} else if d := a.nextRetry; d > 0 && d < wait {
+				wait = max(d, time.Millisecond)
+			}
+			if d := a.nextRetry; d > 0 && d < wait {
 				wait = d // this batch scheduled a retry: be back for it
 			}
 		}
@@ -224,10 +219,12 @@ func (a *partitionActor) runBatch(ctx context.Context) (int, error) {
 			return 0, nil
 		}
 	}
-	batch, err := a.e.store.fetch(ctx, a.p, a.e.cfg.BatchSize, a.batch)
+	res, err := a.e.batch.fetch(ctx, a.p, a.e.cfg.BatchSize)
 	if err != nil {
 		return 0, fmt.Errorf("postrelay: partition %d: fetch: %w", a.p, err)
 	}
+	a.nextHeld, a.hasHeld = res.nextHeld, res.hasHeld
+	batch := res.batch
 	a.batch = batch
 	if len(batch) == 0 {
 		return 0, nil
@@ -235,8 +232,7 @@ func (a *partitionActor) runBatch(ctx context.Context) (int, error) {
 	// Drop the batch's payloads and events once done, so that an idle
 	// partition holds no records in memory.
 	defer func() {
-		clear(a.batch[:cap(a.batch)])
-		a.batch = a.batch[:0]
+		a.batch = nil
 		clear(a.pending[:cap(a.pending)])
 		a.pending = a.pending[:0]
 	}()
@@ -264,7 +260,7 @@ func (a *partitionActor) runBatch(ctx context.Context) (int, error) {
 	}
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.e.cfg.StopTimeout)
 	defer cancel()
-	if err := a.e.store.complete(cctx, a.p, a.e.cfg.InstanceID, a.st.epoch, &a.done); err != nil {
+	if err := a.e.batch.complete(cctx, a.p, a.st.epoch, &a.done); err != nil {
 		if errors.Is(err, ErrLeaseLost) {
 			return len(batch), err
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -19,7 +20,7 @@ type store struct {
 
 	sqlHeartbeat, sqlLiveInstances, sqlDeleteInstance, sqlReapInstances string
 	sqlAcquire, sqlRenew, sqlRelease, sqlReleaseAll                     string
-	sqlFetch, sqlNextAvailable, sqlComplete, sqlTail                    string
+	sqlFetch, sqlComplete, sqlTail                                      string
 }
 
 func newStore(pool *pgxpool.Pool, cfg Config) *store {
@@ -34,45 +35,68 @@ func newStore(pool *pgxpool.Pool, cfg Config) *store {
 		sqlDeleteInstance: `DELETE FROM ` + instances + ` WHERE id = $1`,
 		sqlReapInstances: `DELETE FROM ` + instances + `
 			WHERE heartbeat_at < now() - $1::bigint * interval '1 microsecond'`,
-		sqlAcquire: `UPDATE ` + partitions + `
-			SET owner = $1, epoch = epoch + 1, lease_until = now() + $2::bigint * interval '1 microsecond'
-			WHERE partition = ANY($3::int[])
-			  AND (owner IS NULL OR owner = $1 OR lease_until IS NULL OR lease_until <= now())
-			RETURNING partition, epoch`,
+		// Acquire and renew lock their rows in partition order first (see
+		// sqlComplete).
+		sqlAcquire: `UPDATE ` + partitions + ` AS p
+			SET owner = $1, epoch = p.epoch + 1, lease_until = now() + $2::bigint * interval '1 microsecond'
+			FROM (SELECT partition FROM ` + partitions + ` WHERE partition = ANY($3::int[])
+			      ORDER BY partition FOR UPDATE) AS o
+			WHERE p.partition = o.partition
+			  AND (p.owner IS NULL OR p.owner = $1 OR p.lease_until IS NULL OR p.lease_until <= now())
+			RETURNING p.partition, p.epoch`,
 		sqlRenew: `UPDATE ` + partitions + ` AS p
 			SET lease_until = now() + $2::bigint * interval '1 microsecond'
-			FROM unnest($3::int[], $4::bigint[]) AS h(partition, epoch)
-			WHERE p.partition = h.partition AND p.epoch = h.epoch AND p.owner = $1
+			FROM unnest($3::int[], $4::bigint[]) AS h(partition, epoch),
+			     (SELECT partition FROM ` + partitions + ` WHERE partition = ANY($3::int[])
+			      ORDER BY partition FOR UPDATE) AS o
+			WHERE p.partition = h.partition AND o.partition = h.partition AND p.epoch = h.epoch AND p.owner = $1
 			RETURNING p.partition`,
 		sqlRelease: `UPDATE ` + partitions + ` SET owner = NULL, lease_until = NULL
 			WHERE partition = $1 AND owner = $2 AND epoch = $3`,
 		sqlReleaseAll: `UPDATE ` + partitions + ` SET owner = NULL, lease_until = NULL WHERE owner = $1`,
-		// Fetch the oldest available records of a partition, skipping every
-		// record whose key has an earlier record still held back (delivery
-		// delay or retry backoff): per-key order.
-		sqlFetch: `WITH held AS (
-				SELECT key, min(id) AS first_id FROM ` + records + `
-				WHERE partition = $1 AND available_at IS NOT NULL AND available_at > now()
-				GROUP BY key
+		// Fetch the oldest available records of each requested partition
+		// (one LATERAL branch per partition, each with its own limit),
+		// skipping every record whose key has an earlier record still held
+		// back (delivery delay or retry backoff): per-key order. Each
+		// requested partition with held records also gets one summary row
+		// (id 0) whose last column is the seconds until its next held record
+		// becomes available, so an idle actor knows when to look again
+		// without another query.
+		sqlFetch: `WITH req AS (
+				SELECT * FROM unnest($1::int[], $2::int[]) AS q(partition, lim)
+			), held AS MATERIALIZED (
+				SELECT r.partition, r.key, min(r.id) AS first_id, min(r.available_at) AS next_at
+				FROM ` + records + ` r JOIN req ON r.partition = req.partition
+				WHERE r.available_at IS NOT NULL AND r.available_at > now()
+				GROUP BY r.partition, r.key
 			)
-			SELECT r.id, r.key, r.topic, r.message_id, r.payload, r.metadata::text, r.attempts, r.created_at,
-			       extract(epoch FROM now() - r.created_at)
-			FROM ` + records + ` r
-			WHERE r.partition = $1 AND (r.available_at IS NULL OR r.available_at <= now())
-			  AND NOT EXISTS (SELECT 1 FROM held h WHERE h.key = r.key AND h.first_id < r.id)
-			ORDER BY r.id
-			LIMIT $2`,
+			SELECT x.* FROM req CROSS JOIN LATERAL (
+				SELECT r.partition, r.id, r.key, r.topic, r.message_id, r.payload, r.metadata::text, r.attempts, r.created_at,
+				       extract(epoch FROM now() - r.created_at)::float8
+				FROM ` + records + ` r
+				WHERE r.partition = req.partition AND (r.available_at IS NULL OR r.available_at <= now())
+				  AND NOT EXISTS (SELECT 1 FROM held h WHERE h.partition = r.partition AND h.key = r.key AND h.first_id < r.id)
+				ORDER BY r.id
+				LIMIT req.lim
+			) x
+			UNION ALL
+			SELECT h.partition, 0, '', '', '', ''::bytea, '{}', 0, now(), extract(epoch FROM min(h.next_at) - now())::float8
+			FROM held h GROUP BY h.partition`,
 		sqlTail: `SELECT partition, max(id) FROM ` + records + ` WHERE id > $1 GROUP BY partition`,
-		sqlNextAvailable: `SELECT extract(epoch FROM min(available_at) - now()) FROM ` + records + `
-			WHERE partition = $1 AND available_at IS NOT NULL AND available_at > now()`,
-		// Complete a batch in one statement, fenced by the lease: the row
-		// lock on the partition serializes it with a takeover, and a lease
-		// that is no longer (owner, epoch) or has expired makes every part
-		// a no-op.
+		// Complete the batches of several partitions in one statement,
+		// each fenced by its lease: a partition's rows change only if it is
+		// still leased to this instance with the batch's epoch and the lease
+		// has not expired. The row locks on the partitions serialize the
+		// statement with a takeover (FOR SHARE re-checks a row a concurrent
+		// takeover updated); they are taken in partition order, as the
+		// coordinator's acquire and renew take theirs, so the two cannot
+		// deadlock. The result lists the partitions whose fence held.
 		sqlComplete: `WITH lease AS (
-				SELECT partition FROM ` + partitions + `
-				WHERE partition = $1 AND owner = $2 AND epoch = $3 AND lease_until > now()
-				FOR SHARE
+				SELECT p.partition FROM ` + partitions + ` p
+				JOIN unnest($2::int[], $3::bigint[]) AS l(partition, epoch) ON p.partition = l.partition
+				WHERE p.epoch = l.epoch AND p.owner = $1 AND p.lease_until > now()
+				ORDER BY p.partition
+				FOR SHARE OF p
 			), done AS (
 				DELETE FROM ` + records + ` r USING lease
 				WHERE r.id = ANY($4::bigint[]) AND r.partition = lease.partition
@@ -94,7 +118,8 @@ func newStore(pool *pgxpool.Pool, cfg Config) *store {
 				SELECT * FROM dead
 				RETURNING id
 			)
-			SELECT (SELECT count(*) FROM lease), (SELECT count(*) FROM done), (SELECT count(*) FROM retry), (SELECT count(*) FROM moved)`,
+			SELECT coalesce((SELECT array_agg(partition) FROM lease), '{}'::int[]),
+			       (SELECT count(*) FROM done) + (SELECT count(*) FROM retry) + (SELECT count(*) FROM moved)`,
 	}
 }
 
@@ -180,40 +205,69 @@ type fetched struct {
 	age       time.Duration // now() - created_at on the database clock
 }
 
-func (s *store) fetch(ctx context.Context, p, limit int, into []fetched) ([]fetched, error) {
-	rows, err := s.pool.Query(ctx, s.sqlFetch, p, limit)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := into[:0]
-	for rows.Next() {
-		var f fetched
-		var md string
-		var attempts int32
-		var ageSec float64
-		if err := rows.Scan(&f.id, &f.key, &f.topic, &f.messageID, &f.payload, &md, &attempts, &f.createdAt, &ageSec); err != nil {
-			return nil, err
-		}
-		f.attempts = int(attempts)
-		f.age = time.Duration(ageSec * float64(time.Second))
-		f.metadata, f.mdErr = DecodeMetadata([]byte(md))
-		out = append(out, f)
-	}
-	return out, rows.Err()
+// fetchReq asks for up to limit available records of partition p.
+type fetchReq struct {
+	p     int
+	limit int
 }
 
-// nextAvailable returns how long until the partition's next held record
-// becomes available, if there is one.
-func (s *store) nextAvailable(ctx context.Context, p int) (time.Duration, bool, error) {
-	var sec *float64
-	if err := s.pool.QueryRow(ctx, s.sqlNextAvailable, p).Scan(&sec); err != nil {
-		return 0, false, err
+// fetchResult is one partition's share of a fetch.
+type fetchResult struct {
+	batch []fetched
+	// nextHeld is how long until the partition's next held record (delayed
+	// or backing off) becomes available; hasHeld says there is one.
+	nextHeld time.Duration
+	hasHeld  bool
+}
+
+// fetch reads the available records of several partitions in one
+// statement; out[i] is reqs[i]'s share.
+func (s *store) fetch(ctx context.Context, reqs []fetchReq, out []fetchResult) error {
+	ps := make([]int32, len(reqs))
+	lims := make([]int32, len(reqs))
+	at := make(map[int]int, len(reqs))
+	for i, r := range reqs {
+		ps[i], lims[i] = int32(r.p), int32(r.limit)
+		at[r.p] = i
+		out[i] = fetchResult{}
 	}
-	if sec == nil {
-		return 0, false, nil
+	rows, err := s.pool.Query(ctx, s.sqlFetch, ps, lims)
+	if err != nil {
+		return err
 	}
-	return time.Duration(*sec * float64(time.Second)), true, nil
+	defer rows.Close()
+	for rows.Next() {
+		var f fetched
+		var p, attempts int32
+		var md string
+		var sec float64
+		if err := rows.Scan(&p, &f.id, &f.key, &f.topic, &f.messageID, &f.payload, &md, &attempts, &f.createdAt, &sec); err != nil {
+			return err
+		}
+		i, ok := at[int(p)]
+		if !ok {
+			return fmt.Errorf("postrelay: fetch returned partition %d, which was not asked for", p)
+		}
+		if f.id == 0 { // the partition's held-records summary
+			out[i].nextHeld, out[i].hasHeld = time.Duration(sec*float64(time.Second)), true
+			continue
+		}
+		f.attempts = int(attempts)
+		f.age = time.Duration(sec * float64(time.Second))
+		f.metadata, f.mdErr = DecodeMetadata([]byte(md))
+		if out[i].batch == nil {
+			out[i].batch = make([]fetched, 0, min(reqs[i].limit, 256))
+		}
+		out[i].batch = append(out[i].batch, f)
+	}
+	return rows.Err()
+}
+
+// fetchOne is fetch for one partition.
+func (s *store) fetchOne(ctx context.Context, p, limit int) (fetchResult, error) {
+	out := make([]fetchResult, 1)
+	err := s.fetch(ctx, []fetchReq{{p: p, limit: limit}}, out)
+	return out[0], err
 }
 
 // completion is a batch's outcome, written in one fenced statement.
@@ -236,21 +290,64 @@ func (c *completion) empty() bool {
 	return len(c.delivered) == 0 && len(c.retryIDs) == 0 && len(c.deadIDs) == 0
 }
 
-// complete writes a batch's outcome if and only if the lease (owner, epoch)
-// is still held and unexpired; otherwise it writes nothing and returns
-// ErrLeaseLost.
-func (s *store) complete(ctx context.Context, p int, me string, epoch int64, c *completion) error {
-	var leased, done, retried, moved int64
-	err := s.pool.QueryRow(ctx, s.sqlComplete, p, me, epoch,
-		c.delivered, c.retryIDs, c.retryErrs, c.retryUS, c.deadIDs, c.deadErrs,
-	).Scan(&leased, &done, &retried, &moved)
+// completeReq is one partition's batch outcome to write under its lease.
+type completeReq struct {
+	p     int
+	epoch int64
+	c     *completion
+}
+
+// complete writes the outcomes of several partitions' batches in one
+// statement. Each is written if and only if its lease (this instance,
+// epoch) is still held and unexpired; errs[i] is ErrLeaseLost for a batch
+// whose fence failed, which then wrote nothing.
+func (s *store) complete(ctx context.Context, me string, reqs []completeReq, errs []error) error {
+	var ps []int32
+	var epochs []int64
+	var all completion
+	for _, r := range reqs {
+		ps = append(ps, int32(r.p))
+		epochs = append(epochs, r.epoch)
+		c := r.c
+		all.delivered = append(all.delivered, c.delivered...)
+		all.retryIDs = append(all.retryIDs, c.retryIDs...)
+		all.retryErrs = append(all.retryErrs, c.retryErrs...)
+		all.retryUS = append(all.retryUS, c.retryUS...)
+		all.deadIDs = append(all.deadIDs, c.deadIDs...)
+		all.deadErrs = append(all.deadErrs, c.deadErrs...)
+	}
+	var held []int32
+	var changed int64
+	err := s.pool.QueryRow(ctx, s.sqlComplete, me, ps, epochs,
+		nonNil(all.delivered), nonNil(all.retryIDs), nonNil(all.retryErrs), nonNil(all.retryUS), nonNil(all.deadIDs), nonNil(all.deadErrs),
+	).Scan(&held, &changed)
 	if err != nil {
 		return err
 	}
-	if leased == 0 {
-		return fmt.Errorf("%w: partition %d epoch %d", ErrLeaseLost, p, epoch)
+	for i, r := range reqs {
+		errs[i] = nil
+		if !slices.Contains(held, int32(r.p)) {
+			errs[i] = fmt.Errorf("%w: partition %d epoch %d", ErrLeaseLost, r.p, r.epoch)
+		}
 	}
 	return nil
+}
+
+// completeOne is complete for one partition's batch.
+func (s *store) completeOne(ctx context.Context, p int, me string, epoch int64, c *completion) error {
+	errs := make([]error, 1)
+	if err := s.complete(ctx, me, []completeReq{{p: p, epoch: epoch, c: c}}, errs); err != nil {
+		return err
+	}
+	return errs[0]
+}
+
+// nonNil makes a nil slice an empty array parameter rather than NULL.
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
 }
 
 // DecodeMetadata decodes a record's stored metadata (a JSON object). String

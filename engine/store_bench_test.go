@@ -44,7 +44,6 @@ func BenchmarkFetchComplete(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	var buf []fetched
 	var c completion
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {
@@ -53,15 +52,16 @@ func BenchmarkFetchComplete(b *testing.B) {
 			fill()
 			b.StartTimer()
 		}
-		buf, err = st.fetch(ctx, 0, batch, buf)
+		res, err := st.fetchOne(ctx, 0, batch)
 		if err != nil {
 			b.Fatal(err)
 		}
+		buf := res.batch
 		c.reset()
 		for _, f := range buf {
 			c.delivered = append(c.delivered, f.id)
 		}
-		if err := st.complete(ctx, 0, "bench", got[0], &c); err != nil {
+		if err := st.completeOne(ctx, 0, "bench", got[0], &c); err != nil {
 			b.Fatal(err)
 		}
 	}
