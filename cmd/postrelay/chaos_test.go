@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"math/rand/v2"
 	"os"
 	"strconv"
@@ -20,6 +21,29 @@ func chaosRounds() int {
 	return 3
 }
 
+// faultSummary is one fault test's figures. log writes them as one
+// machine-readable line that .ci/chaos-summary turns into a table row:
+//
+//	FAULT-SUMMARY name=sigkill_repeated records=468 rolled_back=120 faults=sigkill:3 lost=0 duplicates=3 recovery=- note=...
+//
+// Values contain no spaces, except note, which runs to the end of the line.
+type faultSummary struct {
+	name       string
+	records    int    // committed records, every one delivered
+	rolledBack int    // rolled-back records, none delivered
+	faults     string // what was injected, kind:count
+	lost       int    // committed records never delivered: verify fails the test unless 0
+	duplicates int    // deliveries beyond the first of a record
+	recovery   string // the test's recovery figure, or "-"
+	note       string
+}
+
+func (f faultSummary) log(t *testing.T) {
+	t.Helper()
+	t.Logf("FAULT-SUMMARY name=%s records=%d rolled_back=%d faults=%s lost=%d duplicates=%d recovery=%s note=%s",
+		f.name, f.records, f.rolledBack, f.faults, f.lost, f.duplicates, cmp.Or(f.recovery, "-"), f.note)
+}
+
 // Relays are SIGKILLed repeatedly, a random victim each round, and a fresh
 // one started: nothing committed is lost, no rolled-back record is
 // delivered, and order per key of first deliveries holds.
@@ -30,6 +54,7 @@ func TestProcessesSurviveRepeatedKills(t *testing.T) {
 	live := []*relay{c.start("k0"), c.start("k1"), c.start("k2")}
 	rng := rand.New(rand.NewPCG(7, 7))
 	next := 3
+	var maxGap time.Duration
 	for round := range chaosRounds() {
 		before := len(c.deliveries())
 		waitFor(t, 30*time.Second, "deliveries flow", func() bool { return len(c.deliveries()) > before+100 })
@@ -41,11 +66,17 @@ func TestProcessesSurviveRepeatedKills(t *testing.T) {
 		live = append(live, c.start("k"+strconv.Itoa(next)))
 		next++
 		t.Logf("round %d: killed %s", round+1, victim.id)
+		atKill := len(c.deliveries())
+		maxGap = max(maxGap, waitFor(t, 30*time.Second, "deliveries resume after the kill", func() bool { return len(c.deliveries()) > atKill+100 }))
 	}
 	w.stop()
 	delivered, dups := c.verify(w, 60*time.Second)
 	t.Logf("repeated kills: %d rounds, %d committed records delivered, %d rolled back never delivered, %d duplicates",
 		chaosRounds(), delivered, len(w.rolledBack), dups)
+	faultSummary{name: "sigkill_repeated", records: len(w.committed), rolledBack: len(w.rolledBack),
+		faults: "sigkill:" + strconv.Itoa(chaosRounds()), duplicates: dups,
+		recovery: "max_100_more=" + maxGap.Round(time.Millisecond).String(),
+		note:     "3 relays, a random one SIGKILLed per round and replaced; recovery is the longest wait for 100 more deliveries after a kill"}.log(t)
 	for _, r := range live {
 		c.stop(r)
 	}
@@ -96,6 +127,9 @@ func TestRollingRestartKeepsDelivering(t *testing.T) {
 	t.Logf("rolling restart: %d committed records delivered, %d duplicates, longest delivery gap %v (lease TTL %v)",
 		delivered, dups, gap.Round(time.Millisecond), procLeaseTTL)
 	require.Less(t, gap, procLeaseTTL)
+	faultSummary{name: "rolling_restart", records: len(w.committed), rolledBack: len(w.rolledBack),
+		faults: "sigterm:3", duplicates: dups, recovery: "max_gap=" + gap.Round(time.Millisecond).String(),
+		note: "3 relays replaced one by one under load; lease TTL " + procLeaseTTL.String()}.log(t)
 	for _, r := range live {
 		c.stop(r)
 	}

@@ -52,7 +52,14 @@ type cluster struct {
 	topic  string
 	args   []string
 	relays []*relay
+	// poison, if set, marks the records the writer gives a payload that is
+	// not JSON (which a broker with a JSON payload column refuses); writer
+	// i's batch has records j = 0, 1, 2.
+	poison func(i, j int) bool
 }
+
+// poisonPayload is not a JSON document.
+const poisonPayload = `{"poison":`
 
 const (
 	procLeaseTTL  = 2 * time.Second
@@ -155,18 +162,20 @@ func (c *cluster) deliveries() []delivery {
 }
 
 // writer writes records in transactions (every fifth rolled back) until
-// stopped, and reports the committed and rolled-back message ids.
+// stopped, and reports the committed and rolled-back message ids; committed
+// poison records (cluster.poison) are in poison, not committed.
 type writer struct {
 	mu         sync.Mutex
 	committed  map[string]bool
 	rolledBack map[string]bool
+	poison     map[string]bool
 	cancel     context.CancelFunc
 	done       chan struct{}
 }
 
 func (c *cluster) startWriter(keys int, pause time.Duration) *writer {
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &writer{committed: map[string]bool{}, rolledBack: map[string]bool{}, cancel: cancel, done: make(chan struct{})}
+	w := &writer{committed: map[string]bool{}, rolledBack: map[string]bool{}, poison: map[string]bool{}, cancel: cancel, done: make(chan struct{})}
 	ew := engine.NewWriter(c.cfg)
 	go func() {
 		defer close(w.done)
@@ -180,10 +189,15 @@ func (c *cluster) startWriter(keys int, pause time.Duration) *writer {
 			}
 			ids := make([]string, 3)
 			recs := make([]engine.Record, 3)
+			poison := make([]bool, 3)
 			for j := range recs {
 				ids[j] = fmt.Sprintf("m-%p-%d-%d", w, i, j)
 				recs[j] = engine.Record{Topic: c.topic, Key: fmt.Sprintf("k%d", (i*3+j)%keys),
 					Payload: fmt.Appendf(nil, `{"i":%d}`, i), MessageID: ids[j]}
+				if c.poison != nil && c.poison(i, j) {
+					poison[j] = true
+					recs[j].Payload = []byte(poisonPayload)
+				}
 			}
 			commit := i%5 != 4
 			tx, err := c.pool.Begin(ctx)
@@ -205,8 +219,10 @@ func (c *cluster) startWriter(keys int, pause time.Duration) *writer {
 				continue
 			}
 			w.mu.Lock()
-			for _, id := range ids {
-				if commit {
+			for j, id := range ids {
+				if commit && poison[j] {
+					w.poison[id] = true
+				} else if commit {
 					w.committed[id] = true
 				} else {
 					w.rolledBack[id] = true
@@ -224,14 +240,24 @@ func (w *writer) stop() {
 }
 
 // verify waits until every committed record is on the broker, then checks
-// no rolled-back record is, and per-key order of first deliveries. It
-// returns the number of duplicates.
+// no rolled-back (or poison) record is, and per-key order of first
+// deliveries. It returns the number of distinct records delivered and of
+// duplicates.
 func (c *cluster) verify(w *writer, timeout time.Duration) (delivered, dups int) {
 	c.t.Helper()
+	return verifyDeliveries(c.t, w, timeout, c.deliveries)
+}
+
+// verifyDeliveries is verify for any broker: read returns the broker side's
+// deliveries so far, in delivery order.
+func verifyDeliveries(t *testing.T, w *writer, timeout time.Duration, read func() []delivery) (delivered, dups int) {
+	t.Helper()
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	deadline := time.Now().Add(timeout)
 	var ds []delivery
 	for {
-		ds = c.deliveries()
+		ds = read()
 		seen := map[string]bool{}
 		for _, d := range ds {
 			seen[d.uuid] = true
@@ -246,20 +272,21 @@ func (c *cluster) verify(w *writer, timeout time.Duration) (delivered, dups int)
 			break
 		}
 		if time.Now().After(deadline) {
-			c.t.Fatalf("%d of %d committed records never delivered", missing, len(w.committed))
+			t.Fatalf("%d of %d committed records never delivered", missing, len(w.committed))
 		}
-		<-time.After(100 * time.Millisecond) // poll the broker table again
+		<-time.After(100 * time.Millisecond) // poll the broker side again
 	}
 	first := map[string]bool{}
 	last := map[string]int64{}
 	for _, d := range ds {
-		require.False(c.t, w.rolledBack[d.uuid], "rolled-back record %s delivered", d.uuid)
+		require.False(t, w.rolledBack[d.uuid], "rolled-back record %s delivered", d.uuid)
+		require.False(t, w.poison[d.uuid], "poison record %s delivered", d.uuid)
 		if first[d.uuid] {
 			dups++
 			continue
 		}
 		first[d.uuid] = true
-		require.GreaterOrEqual(c.t, d.recordID, last[d.key], "key %s: record %d first delivered after %d", d.key, d.recordID, last[d.key])
+		require.GreaterOrEqual(t, d.recordID, last[d.key], "key %s: record %d first delivered after %d", d.key, d.recordID, last[d.key])
 		last[d.key] = d.recordID
 	}
 	return len(first), dups
@@ -334,6 +361,9 @@ func TestProcessesSurviveKill9(t *testing.T) {
 	w.stop()
 	delivered, dups := c.verify(w, 60*time.Second)
 	t.Logf("kill -9: %d committed records delivered, %d rolled back never delivered, %d duplicates", delivered, len(w.rolledBack), dups)
+	faultSummary{name: "sigkill_takeover", records: len(w.committed), rolledBack: len(w.rolledBack), faults: "sigkill:1",
+		duplicates: dups, recovery: "takeover=" + took.Round(10*time.Millisecond).String(),
+		note: fmt.Sprintf("3 relays, 1 SIGKILLed; lease TTL %v, heartbeat %v", procLeaseTTL, procHeartbeat)}.log(t)
 	for _, r := range c.relays[1:] {
 		c.stop(r)
 	}
@@ -360,7 +390,7 @@ func TestFrozenRelayIsFencedAfterResume(t *testing.T) {
 	waitFor(t, 20*time.Second, "deliveries flow", func() bool { return len(c.deliveries()) > 100 })
 
 	require.NoError(t, r1.cmd.Process.Signal(syscall.SIGSTOP))
-	waitFor(t, 20*time.Second, "s2 takes every partition of the frozen s1", func() bool {
+	took := waitFor(t, 20*time.Second, "s2 takes every partition of the frozen s1", func() bool {
 		o := c.owners()
 		if len(o) != 16 {
 			return false
@@ -379,6 +409,9 @@ func TestFrozenRelayIsFencedAfterResume(t *testing.T) {
 	w.stop()
 	delivered, dups := c.verify(w, 60*time.Second)
 	t.Logf("SIGSTOP: %d committed records delivered, %d duplicates", delivered, dups)
+	faultSummary{name: "sigstop_fencing", records: len(w.committed), rolledBack: len(w.rolledBack), faults: "sigstop:1",
+		duplicates: dups, recovery: "takeover=" + took.Round(10*time.Millisecond).String(),
+		note: "a relay frozen past its lease is fenced after SIGCONT (logs lease lost)"}.log(t)
 	c.stop(r1)
 	c.stop(r2)
 	require.NotContains(t, r1.log(), "level=ERROR")
