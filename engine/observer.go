@@ -17,13 +17,22 @@ type Observer interface {
 	InjectWrite(ctx context.Context, metadata map[string]string)
 
 	// StartAttempt is called before each publish. It returns the context
-	// the message is published with (carried by msg.Context()) and a
-	// function called exactly once with the attempt's outcome. It may add
-	// metadata to msg (such as the delivery span's traceparent).
-	StartAttempt(ctx context.Context, a Attempt, msg *message.Message) (context.Context, func(AttemptResult))
+	// the message is published with (carried by msg.Context()) and the
+	// AttemptFinisher whose FinishAttempt is called exactly once with the
+	// attempt's outcome. It may add metadata to msg (such as the delivery
+	// span's traceparent).
+	StartAttempt(ctx context.Context, a Attempt, msg *message.Message) (context.Context, AttemptFinisher)
 
 	// ObserveEvent receives every engine event.
 	ObserveEvent(e Event)
+}
+
+// AttemptFinisher ends what Observer.StartAttempt started. It is an
+// interface rather than a func so that an Observer can return the
+// per-attempt state it already allocated instead of a new closure.
+type AttemptFinisher interface {
+	// FinishAttempt is called exactly once, with the attempt's outcome.
+	FinishAttempt(r AttemptResult)
 }
 
 // Attempt describes one delivery attempt.
@@ -63,7 +72,7 @@ func (o AttemptOutcome) String() string {
 	return "unknown"
 }
 
-// AttemptResult is passed to the function StartAttempt returned.
+// AttemptResult is passed to AttemptFinisher.FinishAttempt.
 type AttemptResult struct {
 	Outcome  AttemptOutcome
 	Err      error

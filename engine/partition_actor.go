@@ -422,7 +422,7 @@ func (a *partitionActor) deliver(ctx context.Context, r *fetched, fetchedAt time
 
 	pctx, cancel := context.WithTimeout(ctx, a.e.cfg.PublishTimeout)
 	defer cancel()
-	var finish func(AttemptResult)
+	var finish AttemptFinisher
 	if obs := a.e.cfg.Observer; obs != nil {
 		pctx, finish = obs.StartAttempt(pctx, Attempt{
 			Instance: a.e.cfg.InstanceID, Partition: a.p, RecordID: r.id, Key: r.key, Topic: r.topic,
@@ -437,7 +437,7 @@ func (a *partitionActor) deliver(ctx context.Context, r *fetched, fetchedAt time
 		case <-ctx.Done():
 			ev.Kind, ev.Err = EventFailed, context.Cause(ctx)
 			if finish != nil {
-				finish(AttemptResult{Outcome: OutcomeRetry, Err: ev.Err})
+				finish.FinishAttempt(AttemptResult{Outcome: OutcomeRetry, Err: ev.Err})
 			}
 			return outcome{ev: ev, err: ev.Err.Error(), delay: 0}
 		}
@@ -452,7 +452,7 @@ func (a *partitionActor) deliver(ctx context.Context, r *fetched, fetchedAt time
 
 	if err == nil {
 		if finish != nil {
-			finish(AttemptResult{Outcome: OutcomeDelivered, Duration: ev.Duration})
+			finish.FinishAttempt(AttemptResult{Outcome: OutcomeDelivered, Duration: ev.Duration})
 		}
 		return outcome{ev: ev}
 	}
@@ -461,14 +461,14 @@ func (a *partitionActor) deliver(ctx context.Context, r *fetched, fetchedAt time
 	if attempt >= a.e.cfg.MaxAttempts {
 		ev.Kind = EventDeadLettered
 		if finish != nil {
-			finish(AttemptResult{Outcome: OutcomeDeadLettered, Err: err, Duration: ev.Duration})
+			finish.FinishAttempt(AttemptResult{Outcome: OutcomeDeadLettered, Err: err, Duration: ev.Duration})
 		}
 	} else {
 		ev.Kind = EventFailed
 		ev.Delay = a.e.cfg.retryDelay(attempt)
 		o.delay = ev.Delay
 		if finish != nil {
-			finish(AttemptResult{Outcome: OutcomeRetry, Err: err, Duration: ev.Duration})
+			finish.FinishAttempt(AttemptResult{Outcome: OutcomeRetry, Err: err, Duration: ev.Duration})
 		}
 	}
 	o.ev = ev

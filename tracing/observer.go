@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/embedded"
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/postrelay/postrelay/engine"
@@ -30,8 +31,12 @@ const (
 	AttrOutcome   = attribute.Key("postrelay.outcome")
 )
 
-// traceparent is the W3C header whose presence says the writer was traced.
-const traceparent = "traceparent"
+// W3C Trace Context and Baggage metadata keys.
+const (
+	traceparent = "traceparent"
+	tracestate  = "tracestate"
+	baggageKey  = "baggage"
+)
 
 // Observer implements engine.Observer with OpenTelemetry: a producer span
 // per delivery attempt, trace context carried from the writer to the
@@ -42,6 +47,7 @@ type Observer struct {
 	tracer   trace.Tracer
 	prop     propagation.TextMapPropagator
 	spansOff bool               // a noop TracerProvider: StartAttempt does nothing
+	w3c      bool               // the default propagator: StartAttempt parses and formats traceparent itself
 	system   attribute.KeyValue // messaging.system
 
 	topicsMu sync.Mutex                             // serialises writers of topics
@@ -55,6 +61,7 @@ var _ engine.Observer = (*Observer)(nil)
 // New validates cfg (after WithDefaults) and returns an Observer with its
 // instruments registered on cfg.MeterProvider.
 func New(cfg Config) (*Observer, error) {
+	w3c := cfg.Propagator == nil
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -63,6 +70,7 @@ func New(cfg Config) (*Observer, error) {
 		tracer:   cfg.TracerProvider.Tracer(ScopeName, trace.WithSchemaURL(semconv.SchemaURL)),
 		prop:     cfg.Propagator,
 		spansOff: isNoop(cfg.TracerProvider),
+		w3c:      w3c,
 		system:   semconv.MessagingSystemKey.String(cfg.System),
 	}
 	o.topics.Store(&map[string]*topicAttrs{})
@@ -159,53 +167,152 @@ var (
 	outcomeUnknown = AttrOutcome.String("unknown")
 )
 
-func noFinish(engine.AttemptResult) {}
+// noFinish is the AttemptFinisher of an attempt without a recording span.
+type noFinish struct{}
+
+func (noFinish) FinishAttempt(engine.AttemptResult) {}
 
 // StartAttempt starts the attempt's span, kind PRODUCER, as a child of the
 // writer's span context stored in the record's metadata (a new root when the
 // writer was not traced), and writes the span's context into the outgoing
 // message's metadata, replacing the stored one, so the consumer's span joins
-// the trace under this attempt. The returned function ends the span with the
-// outcome.
-func (o *Observer) StartAttempt(ctx context.Context, a engine.Attempt, msg *message.Message) (context.Context, func(engine.AttemptResult)) {
+// the trace under this attempt. The returned AttemptFinisher ends the span
+// with the outcome.
+//
+// With the default propagator (W3C Trace Context and Baggage) the stored
+// traceparent is parsed and the outgoing one formatted directly; the whole
+// attempt allocates one attemptSpan besides what the TracerProvider
+// allocates for the span.
+func (o *Observer) StartAttempt(ctx context.Context, a engine.Attempt, msg *message.Message) (context.Context, engine.AttemptFinisher) {
 	if o.spansOff {
-		return ctx, noFinish
+		return ctx, noFinish{}
+	}
+	if !o.w3c {
+		return o.startAttemptPropagator(ctx, a, msg)
 	}
 	ta := o.topic(a.Topic)
-	parent, opts := ctx, ta.rootOpts
-	if _, ok := a.Metadata[traceparent]; ok {
-		parent, opts = o.prop.Extract(ctx, propagation.MapCarrier(a.Metadata)), ta.startOpts
+	var st *attemptSpan
+	opts := ta.startOpts
+	if tp, ok := a.Metadata[traceparent]; ok {
+		if sc, ok := parseTraceparent(tp); ok {
+			if ts, ok := a.Metadata[tracestate]; ok {
+				// Rare; an invalid tracestate is dropped, as the
+				// propagator does, and the traceparent still counts.
+				state, _ := trace.ParseTraceState(ts)
+				sc = sc.WithTraceState(state)
+			}
+			st = &attemptSpan{parent: remoteParent{sc: sc}}
+			ctx = trace.ContextWithSpan(ctx, &st.parent)
+		}
 	}
-	ctx, span := o.tracer.Start(parent, ta.spanName, opts...)
+	if st == nil && trace.SpanContextFromContext(ctx).IsValid() {
+		// An untraced record's span is a root even when the engine runs
+		// under a span. (WithNewRoot costs two allocations: only here.)
+		opts = ta.rootOpts
+	}
+	if _, ok := a.Metadata[baggageKey]; ok {
+		ctx = propagation.Baggage{}.Extract(ctx, propagation.MapCarrier(a.Metadata))
+	}
+	ctx, span := o.tracer.Start(ctx, ta.spanName, opts...)
 	if !span.IsRecording() {
 		// Sampled out: the message keeps the writer's context (if any), so a
 		// consumer still joins the writer's trace and its sampling decision.
 		span.End()
-		return ctx, noFinish
+		return ctx, noFinish{}
 	}
-	span.SetAttributes(
-		semconv.MessagingMessageID(a.MessageID),
-		semconv.MessagingMessageBodySize(len(msg.Payload)),
-		AttrPartition.Int(a.Partition),
-		AttrAttempt.Int(a.Attempt),
-		AttrRecordID.Int64(a.RecordID),
-		AttrKey.String(a.Key),
-	)
+	if st == nil {
+		st = &attemptSpan{}
+	}
+	st.span = span
+	st.setRecordAttrs(a, msg)
+	if msg.Metadata == nil {
+		msg.Metadata = message.Metadata{}
+	}
+	sc := span.SpanContext()
+	msg.Metadata[traceparent] = formatTraceparent(sc)
+	if ts := sc.TraceState(); ts.Len() > 0 {
+		msg.Metadata[tracestate] = ts.String()
+	}
+	return ctx, st
+}
+
+// startAttemptPropagator is StartAttempt with a Config.Propagator of the
+// application's: the stored context is extracted and the span's injected
+// through it.
+func (o *Observer) startAttemptPropagator(ctx context.Context, a engine.Attempt, msg *message.Message) (context.Context, engine.AttemptFinisher) {
+	ta := o.topic(a.Topic)
+	opts := ta.rootOpts
+	if len(a.Metadata) > 0 {
+		before := trace.SpanContextFromContext(ctx)
+		ctx = o.prop.Extract(ctx, propagation.MapCarrier(a.Metadata))
+		if sc := trace.SpanContextFromContext(ctx); sc.IsValid() && !sc.Equal(before) {
+			opts = ta.startOpts
+		}
+	}
+	ctx, span := o.tracer.Start(ctx, ta.spanName, opts...)
+	if !span.IsRecording() {
+		span.End()
+		return ctx, noFinish{}
+	}
+	st := &attemptSpan{span: span}
+	st.setRecordAttrs(a, msg)
 	if msg.Metadata == nil {
 		msg.Metadata = message.Metadata{}
 	}
 	o.prop.Inject(ctx, propagation.MapCarrier(msg.Metadata))
-	return ctx, func(r engine.AttemptResult) { endAttempt(span, r) }
+	return ctx, st
 }
 
-func endAttempt(span trace.Span, r engine.AttemptResult) {
+// Number of attributes set when the attempt ends: the per-record ones,
+// postrelay.outcome, and error.type for a failure.
+const (
+	recordAttrs  = 6
+	attemptAttrs = recordAttrs + 2
+)
+
+// attemptSpan is the state of one attempt with a recording span, in one
+// allocation: the writer's span context as the parent span in the context
+// the span starts from, the span, and the attributes set when it ends.
+//
+// The attributes that the messaging conventions mark as relevant for
+// sampling (system, operation, destination) are given when the span starts
+// and come precomputed per topic; the per-record ones are set with the
+// outcome in a single SetAttributes call, from this array, so that the SDK
+// grows the span's attribute slice once and the variadic argument does not
+// need an allocation of its own.
+type attemptSpan struct {
+	parent remoteParent
+	span   trace.Span
+	attrs  [attemptAttrs]attribute.KeyValue
+}
+
+var _ engine.AttemptFinisher = (*attemptSpan)(nil)
+
+func (st *attemptSpan) setRecordAttrs(a engine.Attempt, msg *message.Message) {
+	st.attrs[0] = semconv.MessagingMessageID(a.MessageID)
+	st.attrs[1] = semconv.MessagingMessageBodySize(len(msg.Payload))
+	st.attrs[2] = AttrPartition.Int(a.Partition)
+	st.attrs[3] = AttrAttempt.Int(a.Attempt)
+	st.attrs[4] = AttrRecordID.Int64(a.RecordID)
+	st.attrs[5] = AttrKey.String(a.Key)
+}
+
+// FinishAttempt ends the span with the attempt's outcome.
+func (st *attemptSpan) FinishAttempt(r engine.AttemptResult) {
+	n := recordAttrs
 	if int(r.Outcome) < len(outcomeAttr) && outcomeAttr[r.Outcome].Key != "" {
-		span.SetAttributes(outcomeAttr[r.Outcome])
+		st.attrs[n] = outcomeAttr[r.Outcome]
 	} else {
-		span.SetAttributes(outcomeUnknown)
+		st.attrs[n] = outcomeUnknown
 	}
+	n++
 	if r.Err != nil {
-		span.SetAttributes(semconv.ErrorType(r.Err))
+		st.attrs[n] = semconv.ErrorType(r.Err)
+		n++
+	}
+	span := st.span
+	span.SetAttributes(st.attrs[:n]...)
+	if r.Err != nil {
 		span.RecordError(r.Err)
 		span.SetStatus(codes.Error, r.Err.Error())
 	} else if r.Outcome != engine.OutcomeDelivered {
@@ -213,3 +320,24 @@ func endAttempt(span trace.Span, r engine.AttemptResult) {
 	}
 	span.End()
 }
+
+// remoteParent is the writer's span context as a non-recording span: what
+// trace.ContextWithRemoteSpanContext stores, but inside attemptSpan rather
+// than in an allocation of its own.
+type remoteParent struct {
+	embedded.Span
+	sc trace.SpanContext
+}
+
+var _ trace.Span = (*remoteParent)(nil)
+
+func (p *remoteParent) SpanContext() trace.SpanContext          { return p.sc }
+func (p *remoteParent) IsRecording() bool                       { return false }
+func (p *remoteParent) End(...trace.SpanEndOption)              {}
+func (p *remoteParent) AddEvent(string, ...trace.EventOption)   {}
+func (p *remoteParent) AddLink(trace.Link)                      {}
+func (p *remoteParent) RecordError(error, ...trace.EventOption) {}
+func (p *remoteParent) SetStatus(codes.Code, string)            {}
+func (p *remoteParent) SetName(string)                          {}
+func (p *remoteParent) SetAttributes(...attribute.KeyValue)     {}
+func (p *remoteParent) TracerProvider() trace.TracerProvider    { return noop.NewTracerProvider() }

@@ -72,7 +72,7 @@ func TestStartAttemptContinuesTheWritersTrace(t *testing.T) {
 	delivery := trace.SpanFromContext(ctx).SpanContext()
 	require.Equal(t, wspan.SpanContext().TraceID(), delivery.TraceID())
 	require.Equal(t, delivery.SpanID(), traceparentOf(msg.Metadata).SpanID(), "the message carries the delivery span")
-	finish(engine.AttemptResult{Outcome: engine.OutcomeRetry, Err: errors.New("broker down"), Duration: time.Millisecond})
+	finish.FinishAttempt(engine.AttemptResult{Outcome: engine.OutcomeRetry, Err: errors.New("broker down"), Duration: time.Millisecond})
 
 	spans := sdk.spansNamed("publish orders")
 	require.Len(t, spans, 1)
@@ -111,7 +111,7 @@ func TestStartAttemptOfAnUntracedRecordIsARoot(t *testing.T) {
 	defer runSpan.End()
 	a, msg := attempt(map[string]string{}, 1)
 	ctx, finish := obs.StartAttempt(runCtx, a, msg)
-	finish(engine.AttemptResult{Outcome: engine.OutcomeDelivered})
+	finish.FinishAttempt(engine.AttemptResult{Outcome: engine.OutcomeDelivered})
 
 	s := sdk.spansNamed("publish orders")[0]
 	require.False(t, s.Parent().IsValid(), "no parent")
@@ -136,7 +136,7 @@ func TestStartAttemptSampledOutKeepsTheWritersContext(t *testing.T) {
 
 	a, msg := attempt(md, 1)
 	_, finish := obs.StartAttempt(context.Background(), a, msg)
-	finish(engine.AttemptResult{Outcome: engine.OutcomeDelivered})
+	finish.FinishAttempt(engine.AttemptResult{Outcome: engine.OutcomeDelivered})
 	require.Empty(t, relaySDK.spans.GetSpans())
 	require.Equal(t, stored, msg.Metadata["traceparent"], "a consumer still joins the writer's trace")
 }
@@ -157,7 +157,7 @@ func TestSpansOffCostsNothing(t *testing.T) { // not parallel: AllocsPerRun
 	ctx := context.Background()
 	allocs := testing.AllocsPerRun(100, func() {
 		got, finish := obs.StartAttempt(ctx, a, msg)
-		finish(engine.AttemptResult{Outcome: engine.OutcomeDelivered})
+		finish.FinishAttempt(engine.AttemptResult{Outcome: engine.OutcomeDelivered})
 		if got != ctx {
 			panic("context changed")
 		}
