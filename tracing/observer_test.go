@@ -9,6 +9,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/baggage"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -234,4 +235,63 @@ func TestObserveEventMetrics(t *testing.T) {
 	require.False(t, ok, "Close unregisters the gauges")
 	require.Equal(t, int32(1), statsCalls.Load())
 	require.NoError(t, obs.Close(), "a second Close is harmless")
+}
+
+// The W3C fast path keeps the stored tracestate and baggage: the delivery
+// span inherits the writer's tracestate, the message carries both, and the
+// publish context has the baggage. A Config.Propagator of the application's
+// goes through the propagator instead, with the same result for W3C.
+func TestStartAttemptCarriesTraceStateAndBaggage(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		prop propagation.TextMapPropagator
+	}{
+		{"default", nil},
+		{"application propagator", propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			sdk := newSDK(t)
+			obs := sdk.observer(t, tracing.Config{Propagator: tc.prop})
+
+			ts, err := trace.ParseTraceState("vendor=abc")
+			require.NoError(t, err)
+			bag, err := baggage.Parse("tenant=acme")
+			require.NoError(t, err)
+			wctx, wspan := sdk.tp.Tracer("app").Start(context.Background(), "write")
+			wctx = trace.ContextWithSpanContext(wctx, wspan.SpanContext().WithTraceState(ts))
+			wctx = baggage.ContextWithBaggage(wctx, bag)
+			md := map[string]string{}
+			obs.InjectWrite(wctx, md)
+			wspan.End()
+			require.Equal(t, "tenant=acme", md["baggage"])
+
+			a, msg := attempt(md, 1)
+			ctx, finish := obs.StartAttempt(context.Background(), a, msg)
+			finish.FinishAttempt(engine.AttemptResult{Outcome: engine.OutcomeDelivered})
+
+			s := sdk.spansNamed("publish orders")[0]
+			require.Equal(t, wspan.SpanContext().SpanID(), s.Parent().SpanID())
+			require.Equal(t, "vendor=abc", s.SpanContext().TraceState().String())
+			require.Equal(t, s.SpanContext().SpanID(), traceparentOf(msg.Metadata).SpanID())
+			require.Equal(t, "vendor=abc", msg.Metadata["tracestate"])
+			require.Equal(t, "tenant=acme", msg.Metadata["baggage"])
+			require.Equal(t, "acme", baggage.FromContext(ctx).Member("tenant").Value())
+		})
+	}
+}
+
+// A malformed stored traceparent is ignored: the attempt's span is a root,
+// and the message carries the span's valid traceparent.
+func TestStartAttemptIgnoresAMalformedTraceparent(t *testing.T) {
+	t.Parallel()
+	sdk := newSDK(t)
+	obs := sdk.observer(t, tracing.Config{})
+	a, msg := attempt(map[string]string{"traceparent": "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01"}, 1)
+	_, finish := obs.StartAttempt(context.Background(), a, msg)
+	finish.FinishAttempt(engine.AttemptResult{Outcome: engine.OutcomeDelivered})
+	s := sdk.spansNamed("publish orders")[0]
+	require.False(t, s.Parent().IsValid())
+	require.Equal(t, s.SpanContext().SpanID(), traceparentOf(msg.Metadata).SpanID())
 }
