@@ -7,14 +7,13 @@ help: ## list targets
 services: ## start local PostgreSQL, RabbitMQ, Redis and NATS if they are down
 	.ci/services
 
-test: ## every test with -race, then the serial PostgreSQL-restart test (the README's test command)
+test: ## every test with -race, then the serial fault tests: PostgreSQL restart, RabbitMQ and NATS stopped (the README's test command)
 	bash .ci/test
 
 test-race: test ## same as test
 
-chaos: services ## the fault suite, longer: ROUNDS=10 make chaos
-	POSTRELAY_CHAOS_ROUNDS=$${ROUNDS:-10} go test -race -count=1 -v -run 'Kill|Frozen|Rolling|Outage|LongRunning|Poison' ./cmd/postrelay ./adapters ./engine
-	POSTRELAY_SERIAL_FAULTS=1 go test -race -count=1 -v -run TestPostgresRestartMidRun ./cmd/postrelay
+chaos: services ## the fault suite with a figures table per fault: ROUNDS=10 OUTAGE=20s make chaos
+	POSTRELAY_CHAOS_ROUNDS=$${ROUNDS:-10} POSTRELAY_OUTAGE=$${OUTAGE:-20s} bash .ci/chaos-summary
 
 fuzz: ## run each fuzz target for 30 s
 	go test -run xxx -fuzz FuzzParseURL -fuzztime 30s ./adapters
