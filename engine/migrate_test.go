@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/postrelay/postrelay/engine"
 	"github.com/postrelay/postrelay/internal/pgtest"
+	"github.com/postrelay/postrelay/internal/recorder"
 )
 
 func TestMigrateConcurrentlyIsSafeAndIdempotent(t *testing.T) {
@@ -79,11 +81,81 @@ func TestRenderedMigrationsUseTheSchema(t *testing.T) {
 	t.Parallel()
 	for _, m := range engine.Migrations() {
 		sql := m.Render(engine.Config{Schema: "custom_outbox", Partitions: 12})
-		require.NotContains(t, sql, "{{")
-		require.Contains(t, sql, `"custom_outbox".records`)
-		require.Contains(t, sql, "< 12")
-		require.Contains(t, sql, "postrelay_custom_outbox")
+		require.NotContains(t, sql, "{{", m.Name)
+		require.Contains(t, sql, `"custom_outbox".records`, m.Name)
 	}
-	require.Equal(t, 1, engine.SchemaVersion())
+	first := engine.Migrations()[0].Render(engine.Config{Schema: "custom_outbox", Partitions: 12})
+	require.Contains(t, first, "< 12")
+	require.Contains(t, first, "postrelay_custom_outbox")
+	require.Equal(t, 2, engine.SchemaVersion())
 	require.Equal(t, fmt.Sprint(engine.SchemaVersion()), fmt.Sprint(engine.Migrations()[len(engine.Migrations())-1].Version))
+}
+
+// A schema at version 1 with records pending (one backing off after failed
+// attempts, one delayed) is refused by the engine until migrated; Migrate
+// then brings it to the newest version without losing a record, the
+// records table gets its new key, and the relay delivers every record in
+// order per key.
+func TestMigrateVersion1Forward(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool, schema := pgtest.FreshSchema(t)
+	cfg := fastConfig(schema)
+	ident := func(table string) string { return pgx.Identifier{schema, table}.Sanitize() }
+
+	// Version 1 exactly as Migrate of a version-1 binary left it.
+	v1 := engine.Migrations()[0]
+	require.Equal(t, 1, v1.Version)
+	for _, s := range []string{
+		"CREATE SCHEMA IF NOT EXISTS " + pgx.Identifier{schema}.Sanitize(),
+		"CREATE TABLE " + ident("schema_migrations") + " (version int PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
+		v1.Render(cfg),
+	} {
+		_, err := pool.Exec(ctx, s)
+		require.NoError(t, err)
+	}
+	_, err := pool.Exec(ctx, "INSERT INTO "+ident("schema_migrations")+" (version, name) VALUES (1, $1)", v1.Name)
+	require.NoError(t, err)
+
+	b := &bundle{pool: pool, cfg: cfg, writer: engine.NewWriter(cfg), pub: recorder.New()}
+	var recs []engine.Record
+	for i := range 60 {
+		recs = append(recs, rec("orders", fmt.Sprint("k", i%6), i))
+	}
+	recs[7].DeliverAfter = 300 * time.Millisecond
+	writeTx(t, b, true, recs...)
+	// A record of key k0 that already failed twice and backs off briefly.
+	_, err = pool.Exec(ctx, "UPDATE "+ident("records")+
+		" SET attempts = 2, last_error = 'broker down', available_at = now() + interval '200 milliseconds' WHERE id = (SELECT min(id) FROM "+ident("records")+")")
+	require.NoError(t, err)
+
+	eng, err := engine.New(pool, b.pub, cfg)
+	require.NoError(t, err)
+	require.ErrorIs(t, eng.Run(ctx), engine.ErrNotMigrated, "a binary needing version 2 refuses version 1")
+
+	require.NoError(t, engine.Migrate(ctx, pool, cfg))
+	var versions []int32
+	rows, err := pool.Query(ctx, "SELECT version FROM "+ident("schema_migrations")+" ORDER BY version")
+	require.NoError(t, err)
+	versions, err = pgx.CollectRows(rows, pgx.RowTo[int32])
+	require.NoError(t, err)
+	require.Equal(t, []int32{1, 2}, versions)
+	var key string
+	require.NoError(t, pool.QueryRow(ctx, `SELECT pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = $1::regclass AND indisprimary`,
+		ident("records")).Scan(&key))
+	require.Contains(t, key, "(partition, id)")
+	require.Equal(t, 60, count(t, b, "records"), "no record lost by the migration")
+	var attempts int
+	require.NoError(t, pool.QueryRow(ctx, "SELECT max(attempts) FROM "+ident("records")).Scan(&attempts))
+	require.Equal(t, 2, attempts, "attempts kept")
+
+	start(t, b, cfg, b.pub)
+	require.NoError(t, b.pub.WaitFor(20*time.Second, func(ds []recorder.Delivery) bool { return len(recorder.UniqueUUIDs(ds)) == 60 }))
+	require.NoError(t, recorder.CheckKeyOrder(b.pub.Deliveries()))
+	for _, d := range b.pub.Deliveries() {
+		if d.Attempt == 3 {
+			return // the record that had failed twice went out as its third attempt
+		}
+	}
+	t.Fatal("the record with two failed attempts was not delivered as attempt 3")
 }

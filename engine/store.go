@@ -82,7 +82,12 @@ func newStore(pool *pgxpool.Pool, cfg Config) *store {
 			UNION ALL
 			SELECT h.partition, 0, '', '', '', ''::bytea, '{}', 0, now(), extract(epoch FROM min(h.next_at) - now())::float8
 			FROM held h GROUP BY h.partition`,
-		sqlTail: `SELECT partition, max(id) FROM ` + records + ` WHERE id > $1 GROUP BY partition`,
+		// The newest record id of every partition above $1: one probe at
+		// the end of each partition's key range.
+		sqlTail: `SELECT p.partition, x.max_id FROM ` + partitions + ` p
+			CROSS JOIN LATERAL (SELECT max(r.id) AS max_id FROM ` + records + ` r
+			                    WHERE r.partition = p.partition AND r.id > $1) x
+			WHERE x.max_id IS NOT NULL`,
 		// Complete the batches of several partitions in one statement,
 		// each fenced by its lease: a partition's rows change only if it is
 		// still leased to this instance with the batch's epoch and the lease
@@ -98,19 +103,22 @@ func newStore(pool *pgxpool.Pool, cfg Config) *store {
 				ORDER BY p.partition
 				FOR SHARE OF p
 			), done AS (
-				DELETE FROM ` + records + ` r USING lease
-				WHERE r.id = ANY($4::bigint[]) AND r.partition = lease.partition
+				DELETE FROM ` + records + ` r
+				USING unnest($4::int[], $5::bigint[]) AS d(partition, id) JOIN lease ON lease.partition = d.partition
+				WHERE r.partition = d.partition AND r.id = d.id
 				RETURNING r.id
 			), retry AS (
 				UPDATE ` + records + ` r
 				SET attempts = r.attempts + 1, last_error = f.err,
 				    available_at = now() + f.delay_us * interval '1 microsecond'
-				FROM unnest($5::bigint[], $6::text[], $7::bigint[]) AS f(id, err, delay_us), lease
-				WHERE r.id = f.id AND r.partition = lease.partition
+				FROM unnest($6::int[], $7::bigint[], $8::text[], $9::bigint[]) AS f(partition, id, err, delay_us)
+				     JOIN lease ON lease.partition = f.partition
+				WHERE r.partition = f.partition AND r.id = f.id
 				RETURNING r.id
 			), dead AS (
-				DELETE FROM ` + records + ` r USING unnest($8::bigint[], $9::text[]) AS d(id, err), lease
-				WHERE r.id = d.id AND r.partition = lease.partition
+				DELETE FROM ` + records + ` r
+				USING unnest($10::int[], $11::bigint[], $12::text[]) AS d(partition, id, err) JOIN lease ON lease.partition = d.partition
+				WHERE r.partition = d.partition AND r.id = d.id
 				RETURNING r.id, r.partition, r.key, r.topic, r.message_id, r.payload, r.metadata, r.created_at,
 				          r.attempts + 1 AS attempts, d.err
 			), moved AS (
@@ -305,6 +313,7 @@ func (s *store) complete(ctx context.Context, me string, reqs []completeReq, err
 	var ps []int32
 	var epochs []int64
 	var all completion
+	var doneP, retryP, deadP []int32
 	for _, r := range reqs {
 		ps = append(ps, int32(r.p))
 		epochs = append(epochs, r.epoch)
@@ -315,11 +324,16 @@ func (s *store) complete(ctx context.Context, me string, reqs []completeReq, err
 		all.retryUS = append(all.retryUS, c.retryUS...)
 		all.deadIDs = append(all.deadIDs, c.deadIDs...)
 		all.deadErrs = append(all.deadErrs, c.deadErrs...)
+		doneP = appendN(doneP, int32(r.p), len(c.delivered))
+		retryP = appendN(retryP, int32(r.p), len(c.retryIDs))
+		deadP = appendN(deadP, int32(r.p), len(c.deadIDs))
 	}
 	var held []int32
 	var changed int64
 	err := s.pool.QueryRow(ctx, s.sqlComplete, me, ps, epochs,
-		nonNil(all.delivered), nonNil(all.retryIDs), nonNil(all.retryErrs), nonNil(all.retryUS), nonNil(all.deadIDs), nonNil(all.deadErrs),
+		nonNil(doneP), nonNil(all.delivered),
+		nonNil(retryP), nonNil(all.retryIDs), nonNil(all.retryErrs), nonNil(all.retryUS),
+		nonNil(deadP), nonNil(all.deadIDs), nonNil(all.deadErrs),
 	).Scan(&held, &changed)
 	if err != nil {
 		return err
@@ -331,6 +345,14 @@ func (s *store) complete(ctx context.Context, me string, reqs []completeReq, err
 		}
 	}
 	return nil
+}
+
+// appendN appends n copies of v to s.
+func appendN[T any](s []T, v T, n int) []T {
+	for range n {
+		s = append(s, v)
+	}
+	return s
 }
 
 // completeOne is complete for one partition's batch.

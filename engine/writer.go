@@ -12,7 +12,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -63,6 +62,8 @@ type Writer struct {
 	insert     string // INSERT prefix
 	partitions atomic.Int32
 	lastNotify atomic.Int64 // unix nanos of the last write that notified
+	// texts caches the INSERT text per row count, without and with NOTIFY.
+	texts [2][insertTextCached]atomic.Pointer[string]
 }
 
 // NewWriter returns a writer for the schema in cfg. An invalid config is
@@ -157,11 +158,7 @@ func (w *Writer) prepare(ctx context.Context, r *Record, out *row, i, partitions
 	}
 	id := r.MessageID
 	if id == "" {
-		u, err := uuid.NewV7()
-		if err != nil {
-			return fmt.Errorf("postrelay: new message id: %w", err)
-		}
-		id = u.String()
+		id = newMessageID()
 	} else if !utf8.ValidString(id) || strings.ContainsRune(id, 0) || len(id) > 255 {
 		return bad("message id must be valid UTF-8 without NUL, at most 255 bytes")
 	}
@@ -264,31 +261,67 @@ func (w *Writer) notify(ctx context.Context, q querier, rows []row) error {
 	return nil
 }
 
-// insertSQL builds the multi-row INSERT for rows, notifying in the same
-// statement when the rate limit allows.
+// insertSQL returns the multi-row INSERT for rows and its arguments,
+// notifying in the same statement when the rate limit allows.
 func (w *Writer) insertSQL(rows []row) (string, []any) {
-	var b strings.Builder
 	ps := w.notifyList(rows)
-	if len(ps) > 0 {
-		b.WriteString("WITH ins AS (")
-	}
-	b.WriteString(w.insert)
 	args := make([]any, 0, len(rows)*7+1)
-	for i, r := range rows {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		n := i * 7
-		fmt.Fprintf(&b, "($%d::int,$%d,$%d,$%d,$%d::bytea,$%d::jsonb,CASE WHEN $%d::bigint > 0 THEN now() + $%d::bigint * interval '1 microsecond' END)",
-			n+1, n+2, n+3, n+4, n+5, n+6, n+7, n+7)
+	for _, r := range rows {
 		args = append(args, r.partition, r.key, r.topic, r.messageID, r.payload, string(r.metadata), r.delayUS)
 	}
 	if len(ps) > 0 {
-		b.WriteString(") ")
-		b.WriteString(w.notifySelect(len(args) + 1))
 		args = append(args, ps)
 	}
-	return b.String(), args
+	return w.insertText(len(rows), len(ps) > 0), args
+}
+
+// insertTextCached is how many row counts have their statement text cached.
+const insertTextCached = 32
+
+// insertText returns the INSERT statement text for n rows, with or without
+// the notifying SELECT; the texts of small batches are built once.
+func (w *Writer) insertText(n int, notify bool) string {
+	if n > insertTextCached {
+		return w.buildInsert(n, notify)
+	}
+	slot := &w.texts[0][n-1]
+	if notify {
+		slot = &w.texts[1][n-1]
+	}
+	if t := slot.Load(); t != nil {
+		return *t
+	}
+	t := w.buildInsert(n, notify)
+	slot.Store(&t)
+	return t
+}
+
+func (w *Writer) buildInsert(n int, notify bool) string {
+	b := make([]byte, 0, 64+len(w.insert)+n*140)
+	if notify {
+		b = append(b, "WITH ins AS ("...)
+	}
+	b = append(b, w.insert...)
+	arg := func(b []byte, i int) []byte { return strconv.AppendInt(append(b, '$'), int64(i), 10) }
+	for i := range n {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		k := i * 7
+		b = append(arg(append(b, '('), k+1), "::int,"...)
+		b = append(arg(b, k+2), ',')
+		b = append(arg(b, k+3), ',')
+		b = append(arg(b, k+4), ',')
+		b = append(arg(b, k+5), "::bytea,"...)
+		b = append(arg(b, k+6), "::jsonb,CASE WHEN "...)
+		b = append(arg(b, k+7), "::bigint > 0 THEN now() + "...)
+		b = append(arg(b, k+7), "::bigint * interval '1 microsecond' END)"...)
+	}
+	if notify {
+		b = append(b, ") "...)
+		b = append(b, w.notifySelect(n*7+1)...)
+	}
+	return string(b)
 }
 
 // insertRows writes rows with one multi-row INSERT.
