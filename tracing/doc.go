@@ -40,7 +40,9 @@
 //	postrelay.outcome    "delivered", "retry" or "dead_lettered"
 //
 // A failed attempt also has error.type, an "exception" event with the error,
-// and status Error with the error text as description.
+// and status Error with the error text as description. The attributes are
+// set when the attempt ends, all at once (it is cheaper): a sampler sees the
+// span's name, which carries the topic, its kind and its parent.
 //
 // # Propagation: the delivery span is a child of the writer's span
 //

@@ -93,13 +93,13 @@ func isNoop(tp trace.TracerProvider) bool {
 	return false
 }
 
-// topicAttrs are the per-topic values computed once: the span name and
-// start options (with the sampling-relevant attributes), and the metric
-// attribute set.
+// topicAttrs are the per-topic values computed once: the span name, start
+// options and span attributes, and the metric attribute set.
 type topicAttrs struct {
 	spanName  string
 	startOpts []trace.SpanStartOption // child of the writer's span
 	rootOpts  []trace.SpanStartOption // untraced writer: a new root
+	static    [4]attribute.KeyValue   // system, operation type and name, destination
 	add       []metric.AddOption
 	rec       []metric.RecordOption
 }
@@ -113,14 +113,11 @@ func (o *Observer) topic(t string) *topicAttrs {
 		return ta
 	}
 	set := metric.WithAttributeSet(attribute.NewSet(attribute.String("topic", t)))
-	// The attributes the messaging conventions mark as relevant for
-	// sampling, given at start; the per-record ones are set only on spans
-	// that record.
-	attrs := trace.WithAttributes(o.system, opType, opName, semconv.MessagingDestinationName(t))
 	ta := &topicAttrs{
 		spanName:  "publish " + t,
-		startOpts: []trace.SpanStartOption{kindOpt, attrs},
-		rootOpts:  []trace.SpanStartOption{kindOpt, trace.WithNewRoot(), attrs},
+		startOpts: []trace.SpanStartOption{kindOpt},
+		rootOpts:  []trace.SpanStartOption{kindOpt, trace.WithNewRoot()},
+		static:    [4]attribute.KeyValue{o.system, opType, opName, semconv.MessagingDestinationName(t)},
 		add:       []metric.AddOption{set},
 		rec:       []metric.RecordOption{set},
 	}
@@ -224,7 +221,7 @@ func (o *Observer) StartAttempt(ctx context.Context, a engine.Attempt, msg *mess
 		st = &attemptSpan{}
 	}
 	st.span = span
-	st.setRecordAttrs(a, msg)
+	st.setRecordAttrs(ta, a, msg)
 	if msg.Metadata == nil {
 		msg.Metadata = message.Metadata{}
 	}
@@ -255,7 +252,7 @@ func (o *Observer) startAttemptPropagator(ctx context.Context, a engine.Attempt,
 		return ctx, noFinish{}
 	}
 	st := &attemptSpan{span: span}
-	st.setRecordAttrs(a, msg)
+	st.setRecordAttrs(ta, a, msg)
 	if msg.Metadata == nil {
 		msg.Metadata = message.Metadata{}
 	}
@@ -263,10 +260,10 @@ func (o *Observer) startAttemptPropagator(ctx context.Context, a engine.Attempt,
 	return ctx, st
 }
 
-// Number of attributes set when the attempt ends: the per-record ones,
-// postrelay.outcome, and error.type for a failure.
+// Number of attributes set when the attempt ends: the per-topic and
+// per-record ones, postrelay.outcome, and error.type for a failure.
 const (
-	recordAttrs  = 6
+	recordAttrs  = 10
 	attemptAttrs = recordAttrs + 2
 )
 
@@ -274,12 +271,13 @@ const (
 // allocation: the writer's span context as the parent span in the context
 // the span starts from, the span, and the attributes set when it ends.
 //
-// The attributes that the messaging conventions mark as relevant for
-// sampling (system, operation, destination) are given when the span starts
-// and come precomputed per topic; the per-record ones are set with the
-// outcome in a single SetAttributes call, from this array, so that the SDK
-// grows the span's attribute slice once and the variadic argument does not
-// need an allocation of its own.
+// All the span's attributes are set when it ends, with the outcome, in a
+// single SetAttributes call from this array: the SDK then grows the span's
+// attribute slice once, and the variadic argument needs no allocation of its
+// own. Giving the four per-topic ones (system, operation, destination) at
+// start, where the messaging conventions suggest samplers see them, cost two
+// more allocations per attempt; a sampler sees the span name, "publish
+// <topic>", its kind and its parent.
 type attemptSpan struct {
 	parent remoteParent
 	span   trace.Span
@@ -288,13 +286,14 @@ type attemptSpan struct {
 
 var _ engine.AttemptFinisher = (*attemptSpan)(nil)
 
-func (st *attemptSpan) setRecordAttrs(a engine.Attempt, msg *message.Message) {
-	st.attrs[0] = semconv.MessagingMessageID(a.MessageID)
-	st.attrs[1] = semconv.MessagingMessageBodySize(len(msg.Payload))
-	st.attrs[2] = AttrPartition.Int(a.Partition)
-	st.attrs[3] = AttrAttempt.Int(a.Attempt)
-	st.attrs[4] = AttrRecordID.Int64(a.RecordID)
-	st.attrs[5] = AttrKey.String(a.Key)
+func (st *attemptSpan) setRecordAttrs(ta *topicAttrs, a engine.Attempt, msg *message.Message) {
+	copy(st.attrs[:4], ta.static[:])
+	st.attrs[4] = semconv.MessagingMessageID(a.MessageID)
+	st.attrs[5] = semconv.MessagingMessageBodySize(len(msg.Payload))
+	st.attrs[6] = AttrPartition.Int(a.Partition)
+	st.attrs[7] = AttrAttempt.Int(a.Attempt)
+	st.attrs[8] = AttrRecordID.Int64(a.RecordID)
+	st.attrs[9] = AttrKey.String(a.Key)
 }
 
 // FinishAttempt ends the span with the attempt's outcome.

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -34,6 +35,18 @@ import (
 // metrics server when the relay stops.
 const observabilityShutdownTimeout = 5 * time.Second
 
+// spanQueueSize is the batch span processor's queue, unless
+// OTEL_BSP_MAX_QUEUE_SIZE sets it: about 80 ms of spans at 100,000 delivery
+// attempts per second. The SDK's 2048 is 20 ms, and the processor drops the
+// spans that do not fit while an export is slow.
+const spanQueueSize = 8192
+
+// discardSpans is the exporter of --tracing without --otlp-endpoint.
+type discardSpans struct{}
+
+func (discardSpans) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return nil }
+func (discardSpans) Shutdown(context.Context) error                             { return nil }
+
 // setup wires metrics and traces into cfg.Observer and returns the function
 // that shuts them down (flushes spans, stops the metrics server); call it
 // once, after the engine stopped.
@@ -45,8 +58,9 @@ const observabilityShutdownTimeout = 5 * time.Second
 //     OTLP/gRPC, batched. "host:port" is plaintext; a URL
 //     ("https://collector:4317") chooses TLS by its scheme. OTEL_* variables
 //     (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, headers) apply.
-//   - --tracing: spans are created and dropped (no exporter), to measure
-//     their cost.
+//   - --tracing: spans are created, batched as for OTLP and dropped by a
+//     discarding exporter, to measure what tracing costs the relay (all but
+//     the encoding and the network).
 //
 // With none of them the engine has no Observer and pays nothing.
 func (o *observability) setup(ctx context.Context, cfg *engine.Config, pool *pgxpool.Pool, log *slog.Logger) (func(), error) {
@@ -125,19 +139,25 @@ func (o *observability) setup(ctx context.Context, cfg *engine.Config, pool *pgx
 
 	if o.otlpEndpoint != "" || o.tracing {
 		opts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
+		var exp sdktrace.SpanExporter = discardSpans{}
 		if o.otlpEndpoint != "" {
 			endpoint := otlptracegrpc.WithEndpoint(o.otlpEndpoint)
 			grpcOpts := []otlptracegrpc.Option{endpoint, otlptracegrpc.WithInsecure()}
 			if strings.Contains(o.otlpEndpoint, "://") {
 				grpcOpts = []otlptracegrpc.Option{otlptracegrpc.WithEndpointURL(o.otlpEndpoint)}
 			}
-			exp, err := otlptracegrpc.New(ctx, grpcOpts...) // connects lazily
+			otlp, err := otlptracegrpc.New(ctx, grpcOpts...) // connects lazily
 			if err != nil {
 				return fail(usageError{fmt.Errorf("--otlp-endpoint %q: %v", o.otlpEndpoint, err)})
 			}
-			opts = append(opts, sdktrace.WithBatcher(exp))
+			exp = otlp
 			log.Info("postrelay: exporting traces over OTLP/gRPC", "endpoint", o.otlpEndpoint)
 		}
+		var bspOpts []sdktrace.BatchSpanProcessorOption
+		if os.Getenv("OTEL_BSP_MAX_QUEUE_SIZE") == "" {
+			bspOpts = append(bspOpts, sdktrace.WithMaxQueueSize(spanQueueSize))
+		}
+		opts = append(opts, sdktrace.WithBatcher(exp, bspOpts...))
 		tp := sdktrace.NewTracerProvider(opts...)
 		shutdowns = append(shutdowns, tp.Shutdown)
 		tcfg.TracerProvider = tp
