@@ -145,6 +145,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	completeCtx, stopCompletes := context.WithCancel(context.WithoutCancel(ctx))
 	e.batch.start(runCtx, completeCtx)
 	defer func() {
+		cancel(ErrShutdown) // ends the fetch workers
 		stopCompletes()
 		e.batch.wait()
 	}()
