@@ -12,7 +12,6 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/ThreeDotsLabs/watermill"
-	amqp "github.com/ThreeDotsLabs/watermill-amqp/v3/pkg/amqp"
 	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
 	wnats "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/nats"
 	"github.com/ThreeDotsLabs/watermill-redisstream/pkg/redisstream"
@@ -56,7 +55,7 @@ func NewPublisher(ctx context.Context, cfg Config) (message.Publisher, error) {
 		}
 		return pub, nil
 	case "amqp", "amqps":
-		pub, err := amqp.NewPublisher(amqpConfig(cfg), logger)
+		pub, err := newAMQPPublisher(ctx, cfg, amqpConnectionName)
 		if err != nil {
 			return nil, wrap("amqp", err)
 		}
@@ -168,29 +167,6 @@ func SQLSchema(cfg Config) wsql.DefaultPostgreSQLSchema {
 	cfg = cfg.WithDefaults()
 	typ := strings.ToUpper(cfg.SQL.PayloadType)
 	return wsql.DefaultPostgreSQLSchema{GeneratePayloadType: func(string) string { return typ }}
-}
-
-func amqpConfig(cfg Config) amqp.Config {
-	var c amqp.Config
-	if cfg.AMQP.Mode == "topic" {
-		c = amqp.NewDurablePubSubConfig(cfg.URL, nil)
-		c.Exchange.GenerateName = amqp.GenerateExchangeNameConstant(cfg.AMQP.Exchange)
-		c.Exchange.Type = "topic"
-		c.Publish.GenerateRoutingKey = func(topic string) string { return topic }
-	} else {
-		c = amqp.NewDurableQueueConfig(cfg.URL)
-	}
-	c.Publish.ConfirmDelivery = true
-	// Reconnect forever (the library's default), but retry at least every
-	// 5s instead of backing off to a minute, so delivery resumes soon after
-	// an outage.
-	c.Connection.Reconnect = &amqp.ReconnectConfig{
-		BackoffInitialInterval:     250 * time.Millisecond,
-		BackoffRandomizationFactor: 0.5,
-		BackoffMultiplier:          1.5,
-		BackoffMaxInterval:         5 * time.Second,
-	}
-	return c
 }
 
 // natsPublisher makes sure a JetStream stream captures each topic before
