@@ -6,189 +6,197 @@ import (
 	"time"
 )
 
-// batcher coalesces the partition actors' database work: the fetches (and
-// the completions) that are requested while one statement is running go
-// out together in the next one, the way PostgreSQL's group commit folds
-// concurrent commits into one flush. Alone, a request goes out at once, so
-// nothing waits for company; under load, one round trip serves many
-// partitions. It also bounds the engine's connections: at most
-// batcherWorkers fetch and batcherWorkers complete statements run at once,
-// whatever the number of partitions.
+// batcher coalesces the partition actors' database work the way
+// PostgreSQL's group commit folds concurrent commits into one flush: the
+// fetches (and, separately, the completions) requested while statements of
+// their kind are running go out together in the next one. There are no
+// worker goroutines: a caller that finds a free slot leads, running one
+// statement on its own goroutine for itself and every request queued at
+// that moment; when it is done it hands the slot to the oldest request
+// that queued meanwhile, whose caller then leads the next statement. A lone
+// request therefore costs what a direct query costs; under load one round
+// trip serves many partitions; and at most batcherSlots statements of each
+// kind run at once, so the engine's connections stay bounded whatever the
+// number of partitions.
 //
-// It owns no state of the actors: each request carries its partition,
-// epoch and outcome, and each reply goes back to the requesting actor
-// alone. Every completion stays fenced by its own partition's lease inside
-// the shared statement (see store.sqlComplete).
+// The batcher holds no actor state: each request carries its partition,
+// epoch and outcome, and each result goes back to its caller alone. Every
+// completion stays fenced by its own partition's lease inside the shared
+// statement (see store.sqlComplete).
 type batcher struct {
-	store     *store
-	me        string
-	fetches   chan *fetchCall
-	completes chan *completeCall
-	timeout   time.Duration // bounds one completion statement
-	wg        sync.WaitGroup
+	store    *store
+	me       string
+	timeout  time.Duration // bounds one completion statement
+	fetches  group[fetchReq, fetchResult]
+	complete group[completeReq, error]
 }
 
-// batcherWorkers is how many statements of each kind may run at once.
-const batcherWorkers = 2
+// batcherSlots is how many statements of each kind may run at once.
+const batcherSlots = 2
 
 // batcherMaxPartitions is the most partitions one statement serves;
-// batcherMaxRows bounds the records one coalesced fetch may return.
+// batcherMaxRows bounds the records one shared fetch may return.
 const (
 	batcherMaxPartitions = 64
 	batcherMaxRows       = 8000
 )
 
-type fetchCall struct {
-	req   fetchReq
-	ctx   context.Context
-	reply chan fetchReply
-}
-
-type fetchReply struct {
-	res fetchResult
-	err error
-}
-
-type completeCall struct {
-	req   completeReq
-	reply chan error
-}
-
 func newBatcher(s *store, me string, timeout time.Duration) *batcher {
-	return &batcher{
-		store:     s,
-		me:        me,
-		timeout:   timeout,
-		fetches:   make(chan *fetchCall),
-		completes: make(chan *completeCall),
-	}
-}
-
-// start runs the workers until stop. Fetch workers end with fetchCtx;
-// complete workers keep serving until stop is called, so that actors that
-// are stopping can still record what they published.
-func (b *batcher) start(fetchCtx context.Context, completeCtx context.Context) {
-	for range batcherWorkers {
-		b.wg.Go(func() { b.fetchLoop(fetchCtx) })
-		b.wg.Go(func() { b.completeLoop(completeCtx) })
-	}
-}
-
-// wait waits for the workers, after their contexts ended.
-func (b *batcher) wait() { b.wg.Wait() }
-
-// fetch returns up to limit available records of partition p (and when its
-// next held record becomes available), through a shared statement. The
-// result is the caller's alone.
-func (b *batcher) fetch(ctx context.Context, p, limit int) (fetchResult, error) {
-	call := &fetchCall{req: fetchReq{p: p, limit: limit}, ctx: ctx, reply: make(chan fetchReply, 1)}
-	select {
-	case b.fetches <- call:
-	case <-ctx.Done():
-		return fetchResult{}, context.Cause(ctx)
-	}
-	select {
-	case r := <-call.reply:
-		return r.res, r.err
-	case <-ctx.Done():
-		return fetchResult{}, context.Cause(ctx)
-	}
-}
-
-// complete writes a partition's batch outcome under its lease through a
-// shared statement and returns ErrLeaseLost if the fence failed. It does
-// not give up when ctx ends: the statement may already be running, and
-// the caller must know whether its outcome was written. ctx bounds only
-// the wait for a worker.
-func (b *batcher) complete(ctx context.Context, p int, epoch int64, c *completion) error {
-	call := &completeCall{req: completeReq{p: p, epoch: epoch, c: c}, reply: make(chan error, 1)}
-	select {
-	case b.completes <- call:
-	case <-ctx.Done():
-		return context.Cause(ctx)
-	}
-	return <-call.reply
-}
-
-func (b *batcher) fetchLoop(ctx context.Context) {
-	var calls []*fetchCall
-	var reqs []fetchReq
-	var out []fetchResult
-	for {
-		calls = calls[:0]
-		select {
-		case c := <-b.fetches:
-			calls = append(calls, c)
-		case <-ctx.Done():
-			return
-		}
-		rows := calls[0].req.limit
-	more:
-		for len(calls) < batcherMaxPartitions && rows < batcherMaxRows {
-			select {
-			case c := <-b.fetches:
-				calls = append(calls, c)
-				rows += c.req.limit
-			default:
-				break more
+	b := &batcher{store: s, me: me, timeout: timeout}
+	b.fetches = group[fetchReq, fetchResult]{
+		slots: batcherSlots,
+		take: func(leader fetchReq, queue []*call[fetchReq, fetchResult]) int {
+			n, rows := 0, leader.limit
+			for n < len(queue) && n+1 < batcherMaxPartitions && rows+queue[n].req.limit <= batcherMaxRows {
+				rows += queue[n].req.limit
+				n++
 			}
-		}
-		// A caller that gave up is left out; the statement runs for the rest.
-		reqs = reqs[:0]
-		live := calls[:0]
-		for _, c := range calls {
-			if c.ctx.Err() == nil {
-				live = append(live, c)
-				reqs = append(reqs, c.req)
-			}
-		}
-		if len(live) == 0 {
-			continue
-		}
-		out = append(out[:0], make([]fetchResult, len(reqs))...)
-		err := b.store.fetch(ctx, reqs, out)
-		for i, c := range live {
-			c.reply <- fetchReply{res: out[i], err: err}
-			out[i] = fetchResult{}
-		}
+			return n
+		},
+		run: b.runFetch,
+	}
+	b.complete = group[completeReq, error]{
+		slots: batcherSlots,
+		take: func(_ completeReq, queue []*call[completeReq, error]) int {
+			return min(len(queue), batcherMaxPartitions-1)
+		},
+		run: b.runComplete,
+	}
+	return b
+}
+
+// open sets the contexts statements run under: fetches end with fetchCtx,
+// completions with completeCtx, which the engine cancels only after every
+// actor has stopped, so that what was published during a stop is
+// recorded. No caller's own context ever cancels a shared statement.
+func (b *batcher) open(fetchCtx, completeCtx context.Context) {
+	b.fetches.ctx, b.complete.ctx = fetchCtx, completeCtx
+}
+
+// fetchBatch returns up to limit available records of partition p (and
+// when its next held record becomes available), through a shared
+// statement. The result is the caller's alone.
+func (b *batcher) fetchBatch(ctx context.Context, p, limit int) (fetchResult, error) {
+	return b.fetches.do(ctx, fetchReq{p: p, limit: limit})
+}
+
+// completeBatch writes a partition's batch outcome under its lease through
+// a shared statement and returns ErrLeaseLost if the fence failed.
+func (b *batcher) completeBatch(ctx context.Context, p int, epoch int64, c *completion) error {
+	res, err := b.complete.do(ctx, completeReq{p: p, epoch: epoch, c: c})
+	if err != nil {
+		return err
+	}
+	return res
+}
+
+func (b *batcher) runFetch(ctx context.Context, calls []*call[fetchReq, fetchResult]) {
+	reqs := make([]fetchReq, len(calls))
+	for i, c := range calls {
+		reqs[i] = c.req
+	}
+	out := make([]fetchResult, len(calls))
+	err := b.store.fetch(ctx, reqs, out)
+	for i, c := range calls {
+		c.res, c.err = out[i], err
 	}
 }
 
-func (b *batcher) completeLoop(ctx context.Context) {
-	var calls []*completeCall
-	var reqs []completeReq
-	var errs []error
-	for {
-		calls = calls[:0]
-		select {
-		case c := <-b.completes:
-			calls = append(calls, c)
-		case <-ctx.Done():
-			return
-		}
-	more:
-		for len(calls) < batcherMaxPartitions {
-			select {
-			case c := <-b.completes:
-				calls = append(calls, c)
-			default:
-				break more
-			}
-		}
-		reqs = reqs[:0]
-		for _, c := range calls {
-			reqs = append(reqs, c.req)
-		}
-		errs = append(errs[:0], make([]error, len(reqs))...)
-		sctx, cancel := context.WithTimeout(ctx, b.timeout)
-		err := b.store.complete(sctx, b.me, reqs, errs)
-		cancel()
-		for i, c := range calls {
-			if err != nil {
-				c.reply <- err
-			} else {
-				c.reply <- errs[i]
-			}
-		}
+func (b *batcher) runComplete(ctx context.Context, calls []*call[completeReq, error]) {
+	reqs := make([]completeReq, len(calls))
+	for i, c := range calls {
+		reqs[i] = c.req
+	}
+	errs := make([]error, len(calls))
+	sctx, cancel := context.WithTimeout(ctx, b.timeout)
+	defer cancel()
+	err := b.store.complete(sctx, b.me, reqs, errs)
+	for i, c := range calls {
+		c.res, c.err = errs[i], err
+	}
+}
+
+// group runs requests of one kind in shared statements with at most slots
+// statements at once (see batcher).
+type group[Req, Res any] struct {
+	mu      sync.Mutex
+	queue   []*call[Req, Res]
+	running int
+	slots   int
+	ctx     context.Context
+	// take returns how many queued calls, from the front, join the
+	// leader's request in one statement.
+	take func(leader Req, queue []*call[Req, Res]) int
+	// run executes one statement for calls, setting each call's res and err.
+	run func(ctx context.Context, calls []*call[Req, Res])
+}
+
+type call[Req, Res any] struct {
+	req Req
+	res Res
+	err error
+	// signal tells a queued caller that its result is ready (false) or
+	// that it now leads the next statement (true).
+	signal chan bool
+}
+
+// do runs req in a shared statement and returns its result. It returns
+// early only if ctx is done before req was queued; once queued, the caller
+// waits for the statement (bounded by the statement itself), since it may
+// have to lead it for the others.
+func (g *group[Req, Res]) do(ctx context.Context, req Req) (Res, error) {
+	var zero Res
+	if err := context.Cause(ctx); err != nil {
+		return zero, err
+	}
+	c := &call[Req, Res]{req: req, signal: make(chan bool, 1)}
+	g.mu.Lock()
+	if g.running < g.slots {
+		g.running++
+		g.mu.Unlock()
+		g.lead(c)
+		return c.res, c.err
+	}
+	g.queue = append(g.queue, c)
+	g.mu.Unlock()
+	// Exactly one signal comes: served by a leader, or promoted to lead
+	// (and already taken off the queue, so nobody else serves or promotes
+	// this call).
+	if <-c.signal {
+		g.lead(c)
+	}
+	return c.res, c.err
+}
+
+// lead runs one statement for self and the requests at the front of the
+// queue, then hands its slot to the next queued request, if any.
+func (g *group[Req, Res]) lead(self *call[Req, Res]) {
+	g.mu.Lock()
+	n := g.take(self.req, g.queue)
+	calls := make([]*call[Req, Res], 0, n+1)
+	calls = append(append(calls, self), g.queue[:n]...)
+	g.queue = append(g.queue[:0], g.queue[n:]...)
+	g.mu.Unlock()
+
+	ctx := g.ctx
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	g.run(ctx, calls)
+
+	g.mu.Lock()
+	var next *call[Req, Res]
+	if len(g.queue) > 0 {
+		next = g.queue[0] // inherits the slot
+		g.queue = append(g.queue[:0], g.queue[1:]...)
+	} else {
+		g.running--
+	}
+	g.mu.Unlock()
+	for _, c := range calls[1:] {
+		c.signal <- false
+	}
+	if next != nil {
+		next.signal <- true
 	}
 }

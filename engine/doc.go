@@ -26,13 +26,16 @@
 //
 // The actors' database work goes through a batcher, as concurrent commits
 // go through PostgreSQL's group commit: fetches (and completions) requested
-// while a statement of their kind is running go out together in the next
-// one, one LATERAL branch (one fenced lease check) per partition. A lone
-// request goes out at once; under load one round trip serves many
-// partitions, and at most two statements of each kind run at a time, so
-// the engine's connections stay bounded whatever the partition count. The
-// fetch also reports when the partition's next held record becomes
-// available, so an idle actor sleeps exactly until then.
+// while statements of their kind are running go out together in the next
+// one, one LATERAL branch (one fenced lease check) per partition. There is
+// no worker goroutine: the caller that finds a free slot leads, running the
+// statement on its own goroutine for everyone queued, then hands the slot
+// to the next waiter. A lone request costs what a direct query costs; under
+// load one round trip serves many partitions, and at most two statements
+// of each kind run at a time, so the engine's connections stay bounded
+// whatever the partition count. The fetch also reports when the
+// partition's next held record becomes available, so an idle actor sleeps
+// exactly until then.
 //
 // # Leases and fencing
 //

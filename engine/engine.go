@@ -143,12 +143,8 @@ func (e *Engine) Run(ctx context.Context) error {
 	// Completions are served until every actor has stopped, so that what
 	// was published during the stop is recorded.
 	completeCtx, stopCompletes := context.WithCancel(context.WithoutCancel(ctx))
-	e.batch.start(runCtx, completeCtx)
-	defer func() {
-		cancel(ErrShutdown) // ends the fetch workers
-		stopCompletes()
-		e.batch.wait()
-	}()
+	defer stopCompletes()
+	e.batch.open(runCtx, completeCtx)
 
 	if !e.cfg.DisableNotify {
 		t := &tail{e: e, waker: actors.NewWaker()}

@@ -219,7 +219,7 @@ func (a *partitionActor) runBatch(ctx context.Context) (int, error) {
 			return 0, nil
 		}
 	}
-	res, err := a.e.batch.fetch(ctx, a.p, a.e.cfg.BatchSize)
+	res, err := a.e.batch.fetchBatch(ctx, a.p, a.e.cfg.BatchSize)
 	if err != nil {
 		return 0, fmt.Errorf("postrelay: partition %d: fetch: %w", a.p, err)
 	}
@@ -260,7 +260,7 @@ func (a *partitionActor) runBatch(ctx context.Context) (int, error) {
 	}
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.e.cfg.StopTimeout)
 	defer cancel()
-	if err := a.e.batch.complete(cctx, a.p, a.st.epoch, &a.done); err != nil {
+	if err := a.e.batch.completeBatch(cctx, a.p, a.st.epoch, &a.done); err != nil {
 		if errors.Is(err, ErrLeaseLost) {
 			return len(batch), err
 		}

@@ -1,0 +1,108 @@
+package engine
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// The group runs every request exactly once, returns each caller its own
+// result, never runs more statements at once than it has slots, never puts
+// more requests in one statement than take allows, and shares statements
+// when requests arrive while statements are running. Gates (not sleeps)
+// hold the first statements open so the rest queue behind them.
+func TestGroupSharesStatementsAndBoundsThem(t *testing.T) {
+	t.Parallel()
+	const callers, slots, maxPer = 200, 2, 16
+	var running, peak, statements atomic.Int64
+	var seen sync.Map // request → how many times it ran
+	gate := make(chan struct{})
+	var gateOnce sync.Once
+	var sizes sync.Map
+	g := &group[int, int]{
+		slots: slots,
+		ctx:   context.Background(),
+		take:  func(_ int, q []*call[int, int]) int { return min(len(q), maxPer-1) },
+		run: func(_ context.Context, calls []*call[int, int]) {
+			n := running.Add(1)
+			for {
+				p := peak.Load()
+				if n <= p || peak.CompareAndSwap(p, n) {
+					break
+				}
+			}
+			if statements.Add(1) <= slots {
+				<-gate // the first statements wait until everyone queued
+			}
+			sizes.Store(statements.Load(), len(calls))
+			for _, c := range calls {
+				v, _ := seen.LoadOrStore(c.req, new(atomic.Int64))
+				v.(*atomic.Int64).Add(1)
+				c.res = c.req * 10
+			}
+			running.Add(-1)
+		},
+	}
+	var wg sync.WaitGroup
+	var queued atomic.Int64
+	for i := range callers {
+		wg.Go(func() {
+			queued.Add(1)
+			res, err := g.do(context.Background(), i)
+			assert.NoError(t, err)
+			assert.Equal(t, i*10, res, "caller %d got another's result", i)
+		})
+	}
+	// Open the gate once every caller has at least started (the first
+	// statements are then surely held while others queue).
+	deadline := time.Now().Add(10 * time.Second)
+	for queued.Load() < callers && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond) // polling a counter, with a deadline
+	}
+	gateOnce.Do(func() { close(gate) })
+	wg.Wait()
+
+	for i := range callers {
+		v, ok := seen.Load(i)
+		require.True(t, ok, "request %d never ran", i)
+		require.Equal(t, int64(1), v.(*atomic.Int64).Load(), "request %d ran more than once", i)
+	}
+	require.LessOrEqual(t, peak.Load(), int64(slots), "more statements at once than slots")
+	biggest := 0
+	sizes.Range(func(_, v any) bool { biggest = max(biggest, v.(int)); return true })
+	require.LessOrEqual(t, biggest, maxPer, "a statement took more than take allows")
+	require.Greater(t, biggest, 1, "queued requests never shared a statement")
+	require.Less(t, statements.Load(), int64(callers), "every request ran alone")
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	require.Zero(t, g.running, "slots leaked")
+	require.Empty(t, g.queue)
+}
+
+// A lone request runs on the caller's own goroutine at once, and a caller
+// whose context is done before it queues gets the cause without running.
+func TestGroupLoneRequestAndCancelledCaller(t *testing.T) {
+	t.Parallel()
+	var ran atomic.Int64
+	g := &group[int, int]{
+		slots: 1,
+		take:  func(int, []*call[int, int]) int { return 0 },
+		run: func(_ context.Context, calls []*call[int, int]) {
+			ran.Add(1)
+			calls[0].res = 7
+		},
+	}
+	res, err := g.do(context.Background(), 1)
+	require.NoError(t, err)
+	require.Equal(t, 7, res)
+	ctx, cancel := context.WithCancelCause(context.Background())
+	cancel(ErrShutdown)
+	_, err = g.do(ctx, 2)
+	require.ErrorIs(t, err, ErrShutdown)
+	require.Equal(t, int64(1), ran.Load())
+}
