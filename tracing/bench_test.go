@@ -26,8 +26,10 @@ func (discard) Shutdown(context.Context) error                             { ret
 
 // BenchmarkStartAttempt measures what the Observer adds to one delivery
 // attempt (StartAttempt, then FinishAttempt), with tracing off
-// (noop provider: the engine's cost with metrics only), sampled out, and
-// recorded, for records written with and without a span.
+// (noop provider: the engine's cost with metrics only), sampled out,
+// recorded and exported synchronously, and recorded and batched as
+// `postrelay run` does (blocking, so that no span is dropped), for records
+// written without a span, with a sampled one, and with an unsampled one.
 func BenchmarkStartAttempt(b *testing.B) {
 	mp := sdkmetric.NewMeterProvider()
 	defer func() { _ = mp.Shutdown(context.Background()) }()
@@ -38,18 +40,20 @@ func BenchmarkStartAttempt(b *testing.B) {
 		{"spans_off", noop.NewTracerProvider()},
 		{"sampled_out", sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.NeverSample()))},
 		{"recorded", sdktrace.NewTracerProvider(sdktrace.WithSyncer(discard{}))},
+		{"batched", sdktrace.NewTracerProvider(sdktrace.WithBatcher(discard{}, sdktrace.WithBlocking()))},
 	} {
 		obs, err := tracing.New(tracing.Config{TracerProvider: pc.tp, MeterProvider: mp})
 		require.NoError(b, err)
-		for _, traced := range []bool{false, true} {
-			name := pc.name + "/untraced_writer"
-			if traced {
-				name = pc.name + "/traced_writer"
-			}
-			b.Run(name, func(b *testing.B) {
+		for _, w := range []struct{ name, traceparent string }{
+			{"untraced_writer", ""},
+			{"traced_writer", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+			// Sampled out by the SDK's default ParentBased sampler.
+			{"unsampled_writer", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"},
+		} {
+			b.Run(pc.name+"/"+w.name, func(b *testing.B) {
 				stored := map[string]string{}
-				if traced {
-					stored["traceparent"] = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+				if w.traceparent != "" {
+					stored["traceparent"] = w.traceparent
 				}
 				md := make(message.Metadata, 8)
 				msg := message.NewMessage("0192d7a4-6c1e-7cc0-8f35-1b9f1a2f6c11", []byte(`{"order":1}`))
@@ -93,16 +97,26 @@ func BenchmarkObserveEvent(b *testing.B) {
 }
 
 // BenchmarkSpanFloor measures what the OpenTelemetry SDK itself costs per
-// span on the "recorded" provider of BenchmarkStartAttempt, without
-// postrelay: a PRODUCER span started under an already extracted parent and
-// ended, with no attributes, and with the same number of attributes as a
-// delivered attempt's span (11), precomputed and set in one call. The
-// difference between BenchmarkStartAttempt/recorded and these is what
-// postrelay adds.
+// span on the "recorded" and "batched" providers of BenchmarkStartAttempt,
+// without postrelay: a PRODUCER span started under an already extracted
+// parent and ended, with no attributes, and with the same number of
+// attributes as a delivered attempt's span (11), precomputed and set in one
+// call. The difference between BenchmarkStartAttempt/recorded/traced_writer
+// and recorded/11_attributes here is what postrelay adds.
 func BenchmarkSpanFloor(b *testing.B) {
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(discard{}))
-	defer func() { _ = tp.Shutdown(context.Background()) }()
-	tracer := tp.Tracer(tracing.ScopeName)
+	for _, pc := range []struct {
+		name string
+		tp   *sdktrace.TracerProvider
+	}{
+		{"recorded", sdktrace.NewTracerProvider(sdktrace.WithSyncer(discard{}))},
+		{"batched", sdktrace.NewTracerProvider(sdktrace.WithBatcher(discard{}, sdktrace.WithBlocking()))},
+	} {
+		b.Run(pc.name, func(b *testing.B) { spanFloor(b, pc.tp.Tracer(tracing.ScopeName)) })
+		require.NoError(b, pc.tp.Shutdown(context.Background()))
+	}
+}
+
+func spanFloor(b *testing.B, tracer trace.Tracer) {
 	tid, _ := trace.TraceIDFromHex("0af7651916cd43dd8448eb211c80319c")
 	sid, _ := trace.SpanIDFromHex("b7ad6b7169203331")
 	parent := trace.ContextWithRemoteSpanContext(context.Background(), trace.NewSpanContext(trace.SpanContextConfig{

@@ -188,7 +188,10 @@ func (o *Observer) StartAttempt(ctx context.Context, a engine.Attempt, msg *mess
 		return o.startAttemptPropagator(ctx, a, msg)
 	}
 	ta := o.topic(a.Topic)
-	var st *attemptSpan
+	var (
+		st     *attemptSpan
+		parent *remoteParent
+	)
 	opts := ta.startOpts
 	if tp, ok := a.Metadata[traceparent]; ok {
 		if sc, ok := parseTraceparent(tp); ok {
@@ -198,11 +201,19 @@ func (o *Observer) StartAttempt(ctx context.Context, a engine.Attempt, msg *mess
 				state, _ := trace.ParseTraceState(ts)
 				sc = sc.WithTraceState(state)
 			}
-			st = &attemptSpan{parent: remoteParent{sc: sc}}
-			ctx = trace.ContextWithSpan(ctx, &st.parent)
+			if sc.IsSampled() {
+				// Likely recorded: the parent lives in the attempt's state.
+				st = &attemptSpan{}
+				parent = &st.parent
+			} else {
+				// Likely sampled out (ParentBased): a small parent alone.
+				parent = &remoteParent{}
+			}
+			parent.sc = sc
+			ctx = trace.ContextWithSpan(ctx, parent)
 		}
 	}
-	if st == nil && trace.SpanContextFromContext(ctx).IsValid() {
+	if parent == nil && trace.SpanContextFromContext(ctx).IsValid() {
 		// An untraced record's span is a root even when the engine runs
 		// under a span. (WithNewRoot costs two allocations: only here.)
 		opts = ta.rootOpts
@@ -269,7 +280,9 @@ const (
 
 // attemptSpan is the state of one attempt with a recording span, in one
 // allocation: the writer's span context as the parent span in the context
-// the span starts from, the span, and the attributes set when it ends.
+// the span starts from (when the writer's span was sampled: an unsampled
+// one gets a small remoteParent of its own, as the attempt is then likely
+// sampled out), the span, and the attributes set when it ends.
 //
 // All the span's attributes are set when it ends, with the outcome, in a
 // single SetAttributes call from this array: the SDK then grows the span's

@@ -295,3 +295,20 @@ func TestStartAttemptIgnoresAMalformedTraceparent(t *testing.T) {
 	require.False(t, s.Parent().IsValid())
 	require.Equal(t, s.SpanContext().SpanID(), traceparentOf(msg.Metadata).SpanID())
 }
+
+// With the SDK's default ParentBased sampler, a record written under an
+// unsampled span has an unsampled attempt: no span, the writer's context
+// stays on the message, and the publish context is in the writer's trace.
+func TestStartAttemptOfAnUnsampledWriterIsSampledOut(t *testing.T) {
+	t.Parallel()
+	sdk := newSDK(t)
+	obs := sdk.observer(t, tracing.Config{})
+	stored := "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
+	a, msg := attempt(map[string]string{"traceparent": stored}, 1)
+	ctx, finish := obs.StartAttempt(context.Background(), a, msg)
+	finish.FinishAttempt(engine.AttemptResult{Outcome: engine.OutcomeDelivered})
+	require.Empty(t, sdk.spans.GetSpans())
+	require.Equal(t, stored, msg.Metadata["traceparent"])
+	require.Equal(t, "0af7651916cd43dd8448eb211c80319c", trace.SpanContextFromContext(ctx).TraceID().String())
+	require.False(t, trace.SpanContextFromContext(ctx).IsSampled())
+}
