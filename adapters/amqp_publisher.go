@@ -49,7 +49,9 @@ const (
 // also match each one to its delivery tag), while up to amqpChannels calls
 // proceed in parallel on their own channels. mu guards the connection
 // state; a slot's fields belong to whoever holds the slot. No goroutine of
-// its own: amqp091's connection goroutines end when the connection closes.
+// its own but the ones that bound channel RPCs by the caller's context
+// (see Publish), which Close waits for; amqp091's connection goroutines end
+// when the connection closes.
 type amqpPublisher struct {
 	url      string // secret: only through Redact
 	mode     string // "queue" or "topic"
@@ -61,6 +63,7 @@ type amqpPublisher struct {
 	dialing chan struct{} // capacity 1: held while dialing
 	done    chan struct{} // closed by Close
 	once    sync.Once
+	wg      sync.WaitGroup // prepare goroutines, waited for by Close
 	// inequivalent holds the queues or exchanges that exist with other
 	// settings than the publisher declares (PRECONDITION_FAILED): they are
 	// used as they are, not declared again.
@@ -116,10 +119,25 @@ func (p *amqpPublisher) Publish(topic string, msgs ...*message.Message) error {
 	if err != nil {
 		return p.publishError(topic, err)
 	}
-	defer func() { p.slots <- s }()
-	if err := p.prepare(ctx, s, topic); err != nil {
-		return p.publishError(topic, err)
+	if !p.ready(s, topic) {
+		// Opening a channel and declaring are RPCs that amqp091 does not
+		// bound by a context, and an unresponsive broker may never answer
+		// them: they run in a goroutine, which keeps the slot until the
+		// RPC ends if the context ends first (Close ends the RPCs).
+		res := make(chan error, 1)
+		p.wg.Go(func() { res <- p.prepare(ctx, s, topic) })
+		select {
+		case err := <-res:
+			if err != nil {
+				p.slots <- s
+				return p.publishError(topic, err)
+			}
+		case <-ctx.Done():
+			p.wg.Go(func() { <-res; p.slots <- s })
+			return p.publishError(topic, fmt.Errorf("open a channel: %w", context.Cause(ctx)))
+		}
 	}
+	defer func() { p.slots <- s }()
 	exchange, key := "", topic
 	if p.mode == "topic" {
 		exchange = p.exchange
@@ -173,6 +191,16 @@ func (p *amqpPublisher) acquire(ctx context.Context) (*amqpSlot, error) {
 	case <-ctx.Done():
 		return nil, fmt.Errorf("wait for a free channel: %w", context.Cause(ctx))
 	}
+}
+
+// ready reports whether s has an open channel on which topic's queue or
+// the exchange was declared.
+func (p *amqpPublisher) ready(s *amqpSlot, topic string) bool {
+	target := topic
+	if p.mode == "topic" {
+		target = p.exchange
+	}
+	return s.ch != nil && !s.ch.IsClosed() && !s.conn.IsClosed() && s.declared[target]
 }
 
 // prepare gives s an open confirm-mode channel on a live connection
@@ -357,6 +385,7 @@ func (p *amqpPublisher) Close() error {
 				err = &redactedError{msg: "adapters: close amqp connection: " + RedactError(cerr), err: cerr}
 			}
 		}
+		p.wg.Wait()
 	})
 	return err
 }
