@@ -69,8 +69,9 @@ type SQLOptions struct {
 	PayloadType string `json:"payload_type" yaml:"payload_type"`
 }
 
-// AMQPOptions configure amqp:// (watermill-amqp/v3). Publisher confirms are
-// always on: Publish returns only once RabbitMQ has taken the message.
+// AMQPOptions configure amqp:// (postrelay's publisher on amqp091-go, in
+// watermill-amqp's wire format). Publisher confirms are always on: Publish
+// returns only once RabbitMQ has taken the message.
 type AMQPOptions struct {
 	// Mode is "queue" (a durable queue per topic, published through the
 	// default exchange) or "topic" (a durable topic exchange, the topic as

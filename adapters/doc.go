@@ -18,11 +18,12 @@
 //	                                                                            so the whole topic is ordered. The message UUID
 //	                                                                            column is VARCHAR(36): record MessageIDs must be
 //	                                                                            at most 36 characters (the default UUIDv7 is)
-//	amqp://, amqps://        watermill-amqp/v3, publisher   AMQPOptions         Mode "queue": a durable queue named <topic> via the
-//	                         confirms on                                        default exchange; Mode "topic": a durable topic
-//	                                                                            exchange (Exchange), routing key <topic>. A queue
-//	                                                                            is FIFO: order holds for one consumer per queue
-//	                                                                            (competing consumers or requeues reorder)
+//	amqp://, amqps://        postrelay's own, on amqp091-go AMQPOptions         Mode "queue": a durable queue named <topic>
+//	                         (watermill-amqp's wire                             (declared) via the default exchange; Mode "topic":
+//	                         format), publisher confirms                        a durable topic exchange (Exchange), routing key
+//	                         on, per-message deadline                           <topic>. A queue is FIFO: order holds for one
+//	                                                                            consumer per queue (competing consumers or
+//	                                                                            requeues reorder)
 //	nats://                  watermill-nats/v2, JetStream   NATSOptions         subject = <topic>; stream NATSStreamName(topic)
 //	                                                                            (the topic with '.', '*', '>' and ' ' replaced by
 //	                                                                            '_') created on first publish; Nats-Msg-Id = the
@@ -51,6 +52,30 @@
 // UUID, key and payload size at info level), and kafka:// takes a
 // comma-separated list of host:port with nothing else (no user info, path
 // or query; configure the rest through KafkaOptions).
+//
+// # amqp://
+//
+// The amqp:// publisher is postrelay's own, on github.com/rabbitmq/amqp091-go
+// (watermill-amqp v3's publisher has a data race in its reconnect,
+// ThreeDotsLabs/watermill#693). It writes what watermill-amqp's
+// DefaultMarshaler writes, so watermill-amqp subscribers read its messages:
+// body = payload, the UUID in header "_watermill_message_uuid", each
+// metadata entry as a string header, persistent delivery mode, no other
+// property. It declares what watermill-amqp's durable configs declare (a
+// durable queue, or a durable topic exchange); an existing queue or
+// exchange with other settings (PRECONDITION_FAILED) is used as it is.
+//
+// One connection, dialed when NewPublisher runs and again by the first
+// Publish that finds it closed (after a failed dial, Publish fails with
+// that error for 250 ms without dialing). Sixteen channels in confirm mode
+// are pooled: a Publish call holds one from its first message to its last
+// confirm, so its confirms are its own and up to sixteen calls run in
+// parallel. Publish returns nil only once every message was confirmed; a
+// nack, a connection or channel lost before the confirm, or the message's
+// context ending first (msg.Context(): the engine's per-attempt timeout)
+// returns an error wrapping ErrNotConfirmed. Opening a channel and
+// declaring are bounded by the context too. Not bounded: a socket write
+// RabbitMQ holds back while it blocks publishers (resource alarm).
 //
 // # Secrets
 //
