@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -49,9 +50,11 @@ const (
 // also match each one to its delivery tag), while up to amqpChannels calls
 // proceed in parallel on their own channels. mu guards the connection
 // state; a slot's fields belong to whoever holds the slot. No goroutine of
-// its own but the ones that bound channel RPCs by the caller's context
-// (see Publish), which Close waits for; amqp091's connection goroutines end
-// when the connection closes.
+// its own but one per connection that follows RabbitMQ's blocked
+// notifications and the ones that bound channel RPCs by the caller's
+// context (see Publish), all started under mu while the publisher is open
+// and waited for by Close; amqp091's connection goroutines end when the
+// connection closes.
 type amqpPublisher struct {
 	url      string // secret: only through Redact
 	mode     string // "queue" or "topic"
@@ -70,15 +73,38 @@ type amqpPublisher struct {
 	inequivalent sync.Map // name → struct{}
 
 	mu      sync.Mutex
-	conn    *amqp091.Connection // nil until dialed; replaced once closed
+	conn    *amqpConn // nil until dialed; replaced once closed
 	closed  bool
 	dialErr error // the last dial's error, at dialAt
 	dialAt  time.Time
 }
 
+// amqpConn is a connection and whether RabbitMQ blocks its publishes.
+type amqpConn struct {
+	*amqp091.Connection
+	// blocked is RabbitMQ's reason while it blocks publishing on the
+	// connection (a memory or disk alarm), "" otherwise.
+	blocked atomic.Pointer[string]
+}
+
+// watchBlocked follows RabbitMQ's connection.blocked and .unblocked until
+// the connection closes (amqp091 then closes the channel).
+func (c *amqpConn) watchBlocked(blocks <-chan amqp091.Blocking, log *slog.Logger) {
+	for b := range blocks {
+		if b.Active {
+			reason := b.Reason
+			c.blocked.Store(&reason)
+			log.Warn("adapters: rabbitmq blocks publishing", "reason", reason)
+		} else {
+			c.blocked.Store(nil)
+			log.Info("adapters: rabbitmq unblocked publishing")
+		}
+	}
+}
+
 // amqpSlot is one pooled channel and what was declared through it.
 type amqpSlot struct {
-	conn     *amqp091.Connection
+	conn     *amqpConn
 	ch       *amqp091.Channel
 	declared map[string]bool
 }
@@ -122,10 +148,20 @@ func (p *amqpPublisher) Publish(topic string, msgs ...*message.Message) error {
 	if !p.ready(s, topic) {
 		// Opening a channel and declaring are RPCs that amqp091 does not
 		// bound by a context, and an unresponsive broker may never answer
-		// them: they run in a goroutine, which keeps the slot until the
-		// RPC ends if the context ends first (Close ends the RPCs).
-		res := make(chan error, 1)
-		p.wg.Go(func() { res <- p.prepare(ctx, s, topic) })
+		// them: they run in a goroutine. If the context ends first, the
+		// goroutine keeps the slot until its RPC ends (Close ends them all).
+		res, abandoned := make(chan error), make(chan struct{})
+		if !p.spawn(func() {
+			err := p.prepare(ctx, s, topic)
+			select {
+			case res <- err:
+			case <-abandoned:
+				p.slots <- s
+			}
+		}) {
+			p.slots <- s
+			return p.publishError(topic, ErrPublisherClosed)
+		}
 		select {
 		case err := <-res:
 			if err != nil {
@@ -133,11 +169,14 @@ func (p *amqpPublisher) Publish(topic string, msgs ...*message.Message) error {
 				return p.publishError(topic, err)
 			}
 		case <-ctx.Done():
-			p.wg.Go(func() { <-res; p.slots <- s })
+			close(abandoned)
 			return p.publishError(topic, fmt.Errorf("open a channel: %w", context.Cause(ctx)))
 		}
 	}
 	defer func() { p.slots <- s }()
+	if reason := s.conn.blocked.Load(); reason != nil {
+		return p.publishError(topic, fmt.Errorf("rabbitmq blocks publishing on the connection: %s", *reason))
+	}
 	exchange, key := "", topic
 	if p.mode == "topic" {
 		exchange = p.exchange
@@ -191,6 +230,18 @@ func (p *amqpPublisher) acquire(ctx context.Context) (*amqpSlot, error) {
 	case <-ctx.Done():
 		return nil, fmt.Errorf("wait for a free channel: %w", context.Cause(ctx))
 	}
+}
+
+// spawn runs f in a goroutine Close waits for, unless the publisher is
+// closed.
+func (p *amqpPublisher) spawn(f func()) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return false
+	}
+	p.wg.Go(f)
+	return true
 }
 
 // ready reports whether s has an open channel on which topic's queue or
@@ -281,7 +332,7 @@ func (s *amqpSlot) drop() {
 }
 
 // connection returns the open connection, dialing one if there is none.
-func (p *amqpPublisher) connection(ctx context.Context) (*amqp091.Connection, error) {
+func (p *amqpPublisher) connection(ctx context.Context) (*amqpConn, error) {
 	if c, done, err := p.current(); done {
 		return c, err
 	}
@@ -296,12 +347,12 @@ func (p *amqpPublisher) connection(ctx context.Context) (*amqp091.Connection, er
 	if c, done, err := p.current(); done { // another call dialed meanwhile
 		return c, err
 	}
-	c, err := p.dial(ctx)
+	ac, err := p.dial(ctx)
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
-		if c != nil {
-			_ = c.CloseDeadline(time.Now().Add(amqpCloseTimeout))
+		if ac != nil {
+			_ = ac.CloseDeadline(time.Now().Add(amqpCloseTimeout))
 		}
 		return nil, ErrPublisherClosed
 	}
@@ -310,6 +361,9 @@ func (p *amqpPublisher) connection(ctx context.Context) (*amqp091.Connection, er
 		p.mu.Unlock()
 		return nil, err
 	}
+	c := &amqpConn{Connection: ac}
+	blocks := ac.NotifyBlocked(make(chan amqp091.Blocking, 1))
+	p.wg.Go(func() { c.watchBlocked(blocks, p.log) })
 	reconnect := p.conn != nil
 	p.conn, p.dialErr = c, nil
 	p.mu.Unlock()
@@ -322,7 +376,7 @@ func (p *amqpPublisher) connection(ctx context.Context) (*amqp091.Connection, er
 // current returns the open connection, or the error of a dial that failed
 // less than amqpRedialInterval ago, with done set; done is false when a
 // dial is due.
-func (p *amqpPublisher) current() (c *amqp091.Connection, done bool, err error) {
+func (p *amqpPublisher) current() (c *amqpConn, done bool, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	switch {

@@ -74,8 +74,10 @@
 // nack, a connection or channel lost before the confirm, or the message's
 // context ending first (msg.Context(): the engine's per-attempt timeout)
 // returns an error wrapping ErrNotConfirmed. Opening a channel and
-// declaring are bounded by the context too. Not bounded: a socket write
-// RabbitMQ holds back while it blocks publishers (resource alarm).
+// declaring are bounded by the context too. While RabbitMQ blocks
+// publishing on the connection (a memory or disk alarm), Publish fails at
+// once; a write already under way when the block begins waits for its
+// end, whatever the context.
 //
 // # Secrets
 //
