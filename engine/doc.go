@@ -35,7 +35,11 @@
 // of each kind run at a time, so the engine's connections stay bounded
 // whatever the partition count. The fetch also reports when the
 // partition's next held record becomes available, so an idle actor sleeps
-// exactly until then.
+// exactly until then. These delivery statements (and the tail poll) run on
+// the engine's own small pool, built from the given pool's configuration
+// with at most five connections, whose sessions use generic plans: the
+// statements take array parameters that change every call, and PostgreSQL
+// would otherwise plan them anew on every execution.
 //
 // # Leases and fencing
 //

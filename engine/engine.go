@@ -116,6 +116,12 @@ func (e *Engine) Run(ctx context.Context) error {
 		return err
 	}
 	e.partitions = n
+	hot, err := openHotPool(ctx, e.pool)
+	if err != nil {
+		return err
+	}
+	defer hot.Close()
+	e.store.hot = hot
 	e.wakers = make([]*actors.Waker, n)
 	for i := range e.wakers {
 		e.wakers[i] = actors.NewWaker()

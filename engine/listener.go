@@ -110,7 +110,7 @@ func (t *tail) Serve(ctx context.Context) error {
 // poll wakes the partitions whose newest record is newer than what was
 // already announced to them.
 func (t *tail) poll(ctx context.Context) error {
-	rows, err := t.e.pool.Query(ctx, t.e.store.sqlTail, max(t.lastMax-tailLookback, 0))
+	rows, err := t.e.store.hotPool().Query(ctx, t.e.store.sqlTail, max(t.lastMax-tailLookback, 0))
 	if err != nil {
 		return err
 	}
