@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/postrelay/postrelay/internal/pgtest"
@@ -15,12 +16,8 @@ import (
 // partition over, and an expired lease cannot commit either.
 func TestCompleteIsFencedByOwnerEpochAndExpiry(t *testing.T) {
 	t.Parallel()
-	pool, schema := pgtest.FreshSchema(t)
+	pool, schema, cfg, st := newTestStore(t, 4)
 	ctx := context.Background()
-	cfg, err := Config{Schema: schema, Partitions: 4}.prepared()
-	require.NoError(t, err)
-	require.NoError(t, Migrate(ctx, pool, cfg))
-	st := newStore(pool, cfg)
 
 	tx, err := pool.Begin(ctx)
 	require.NoError(t, err)
@@ -120,12 +117,8 @@ func FuzzDecodeMetadata(f *testing.F) {
 // fetch serves several partitions, each with its own limit, in id order.
 func TestSharedStatementsFencePerPartition(t *testing.T) {
 	t.Parallel()
-	pool, schema := pgtest.FreshSchema(t)
+	pool, schema, cfg, st := newTestStore(t, 8)
 	ctx := context.Background()
-	cfg, err := Config{Schema: schema, Partitions: 8}.prepared()
-	require.NoError(t, err)
-	require.NoError(t, Migrate(ctx, pool, cfg))
-	st := newStore(pool, cfg)
 
 	// Two keys in two different partitions, three records each.
 	keyA, keyB := "a", "b"
@@ -192,12 +185,8 @@ func TestSharedStatementsFencePerPartition(t *testing.T) {
 // and holds back the later records of its key.
 func TestFetchReportsNextHeldRecord(t *testing.T) {
 	t.Parallel()
-	pool, schema := pgtest.FreshSchema(t)
+	pool, _, cfg, st := newTestStore(t, 4)
 	ctx := context.Background()
-	cfg, err := Config{Schema: schema, Partitions: 4}.prepared()
-	require.NoError(t, err)
-	require.NoError(t, Migrate(ctx, pool, cfg))
-	st := newStore(pool, cfg)
 	tx, err := pool.Begin(ctx)
 	require.NoError(t, err)
 	require.NoError(t, NewWriter(cfg).Write(ctx, tx,
@@ -214,4 +203,15 @@ func TestFetchReportsNextHeldRecord(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, res.batch)
 	require.False(t, res.hasHeld)
+}
+
+// newTestStore migrates a fresh schema with the given partition count and
+// returns its pool, name, config and store.
+func newTestStore(t *testing.T, partitions int) (*pgxpool.Pool, string, Config, *store) {
+	t.Helper()
+	pool, schema := pgtest.FreshSchema(t)
+	cfg, err := Config{Schema: schema, Partitions: partitions}.prepared()
+	require.NoError(t, err)
+	require.NoError(t, Migrate(context.Background(), pool, cfg))
+	return pool, schema, cfg, newStore(pool, cfg)
 }
