@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"strconv"
 	"sync"
@@ -191,6 +192,11 @@ func runLatency(ctx context.Context, o options, out io.Writer) (*LatencyResult, 
 	probe := newProbe()
 	pub := newCountingPublisher(1<<62, 0)
 	pub.onMsg = probe.onPublish
+	if v := os.Getenv("BENCH_TAIL_INTERVAL"); v != "" { // for tuning experiments
+		if cfg.TailInterval, err = time.ParseDuration(v); err != nil {
+			return nil, fmt.Errorf("BENCH_TAIL_INTERVAL: %w", err)
+		}
+	}
 	eng, err := engine.New(pool, pub, cfg)
 	if err != nil {
 		return nil, err
