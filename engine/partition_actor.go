@@ -59,8 +59,7 @@ type partitionActor struct {
 	waker   *actors.Waker
 	st      partitionState
 
-	batch []fetched
-	done  completion
+	done completion
 	// pending holds the events of the batch in flight; they are applied and
 	// emitted once the batch's completion is committed.
 	pending []Event
@@ -225,14 +224,12 @@ func (a *partitionActor) runBatch(ctx context.Context) (int, error) {
 	}
 	a.nextHeld, a.hasHeld = res.nextHeld, res.hasHeld
 	batch := res.batch
-	a.batch = batch
 	if len(batch) == 0 {
 		return 0, nil
 	}
 	// Drop the batch's payloads and events once done, so that an idle
 	// partition holds no records in memory.
 	defer func() {
-		a.batch = nil
 		clear(a.pending[:cap(a.pending)])
 		a.pending = a.pending[:0]
 	}()

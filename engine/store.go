@@ -99,7 +99,9 @@ func newStore(pool *pgxpool.Pool, cfg Config) *store {
 		// statement with a takeover (FOR SHARE re-checks a row a concurrent
 		// takeover updated); they are taken in partition order, as the
 		// coordinator's acquire and renew take theirs, so the two cannot
-		// deadlock. The result lists the partitions whose fence held.
+		// deadlock. The result lists the partitions whose fence held; the
+		// data-modifying parts need no reference from it, since PostgreSQL
+		// runs every data-modifying WITH part to completion.
 		sqlComplete: `WITH lease AS (
 				SELECT p.partition FROM ` + partitions + ` p
 				JOIN unnest($2::int[], $3::bigint[]) AS l(partition, epoch) ON p.partition = l.partition
@@ -110,7 +112,6 @@ func newStore(pool *pgxpool.Pool, cfg Config) *store {
 				DELETE FROM ` + records + ` r
 				USING unnest($4::int[], $5::bigint[]) AS d(partition, id) JOIN lease ON lease.partition = d.partition
 				WHERE r.partition = d.partition AND r.id = d.id
-				RETURNING r.id
 			), retry AS (
 				UPDATE ` + records + ` r
 				SET attempts = r.attempts + 1, last_error = f.err,
@@ -118,7 +119,6 @@ func newStore(pool *pgxpool.Pool, cfg Config) *store {
 				FROM unnest($6::int[], $7::bigint[], $8::text[], $9::bigint[]) AS f(partition, id, err, delay_us)
 				     JOIN lease ON lease.partition = f.partition
 				WHERE r.partition = f.partition AND r.id = f.id
-				RETURNING r.id
 			), dead AS (
 				DELETE FROM ` + records + ` r
 				USING unnest($10::int[], $11::bigint[], $12::text[]) AS d(partition, id, err) JOIN lease ON lease.partition = d.partition
@@ -128,10 +128,8 @@ func newStore(pool *pgxpool.Pool, cfg Config) *store {
 			), moved AS (
 				INSERT INTO ` + dead + ` (id, partition, key, topic, message_id, payload, metadata, created_at, attempts, last_error)
 				SELECT * FROM dead
-				RETURNING id
 			)
-			SELECT coalesce((SELECT array_agg(partition) FROM lease), '{}'::int[]),
-			       (SELECT count(*) FROM done) + (SELECT count(*) FROM retry) + (SELECT count(*) FROM moved)`,
+			SELECT coalesce((SELECT array_agg(partition) FROM lease), '{}'::int[])`,
 	}
 }
 
@@ -369,12 +367,11 @@ func (s *store) complete(ctx context.Context, me string, reqs []completeReq, err
 		deadP = appendN(deadP, int32(r.p), len(c.deadIDs))
 	}
 	var held []int32
-	var changed int64
 	err := s.hotPool().QueryRow(ctx, s.sqlComplete, me, ps, epochs,
 		nonNil(doneP), nonNil(all.delivered),
 		nonNil(retryP), nonNil(all.retryIDs), nonNil(all.retryErrs), nonNil(all.retryUS),
 		nonNil(deadP), nonNil(all.deadIDs), nonNil(all.deadErrs),
-	).Scan(&held, &changed)
+	).Scan(&held)
 	if err != nil {
 		return err
 	}
