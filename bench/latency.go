@@ -33,6 +33,8 @@ type LatencyResult struct {
 	// The COMMIT statement's own duration (part of every latency above).
 	CommitP50MS float64 `json:"commit_p50_ms"`
 	CommitP99MS float64 `json:"commit_p99_ms"`
+	// Machine CPU (producers, relay, PostgreSQL) per committed record.
+	CPUPerRecordUS float64 `json:"cpu_us_per_record"`
 
 	Baseline             string  `json:"baseline,omitempty"`
 	BaselineAchievedRate float64 `json:"baseline_achieved_rate,omitempty"`
@@ -217,6 +219,7 @@ func runLatency(ctx context.Context, o options, out io.Writer) (*LatencyResult, 
 	}()
 	w := engine.NewWriter(cfg)
 	payload := []byte(`{"order_id":1,"amount_cents":4200}`)
+	cpu0 := machineCPU()
 	rate, err := produce(ctx, pool, o.rate, o.duration, probe, func(ctx context.Context, tx pgx.Tx, id string, seq int) error {
 		return w.Write(ctx, tx, engine.Record{Topic: "bench.latency", Key: "k" + strconv.Itoa(seq%1000), Payload: payload, MessageID: id})
 	})
@@ -226,17 +229,19 @@ func runLatency(ctx context.Context, o options, out io.Writer) (*LatencyResult, 
 		return nil, err
 	}
 	waitPublished(ctx, probe)
+	cpu := machineCPU() - cpu0
 	stop()
 	if err := <-done; err != nil {
 		return nil, err
 	}
 	ls := probe.latencies()
+	res.CPUPerRecordUS = cpuPerRecordUS(cpu, len(ls))
 	res.AchievedRate, res.Samples = rate, len(ls)
 	res.P50MS, res.P90MS, res.P99MS, res.MaxMS = pct(ls, 0.5), pct(ls, 0.9), pct(ls, 0.99), pct(ls, 1)
 	cd := probe.commitDurations()
 	res.CommitP50MS, res.CommitP99MS = pct(cd, 0.5), pct(cd, 0.99)
-	fmt.Fprintf(out, "%-22s rate %6.0f/s  p50 %6.2f ms  p90 %6.2f ms  p99 %6.2f ms  max %7.2f ms  (%d samples; COMMIT itself p50 %.2f / p99 %.2f ms)\n",
-		"postrelay", rate, res.P50MS, res.P90MS, res.P99MS, res.MaxMS, len(ls), res.CommitP50MS, res.CommitP99MS)
+	fmt.Fprintf(out, "%-22s rate %6.0f/s  p50 %6.2f ms  p90 %6.2f ms  p99 %6.2f ms  max %7.2f ms  (%d samples; COMMIT itself p50 %.2f / p99 %.2f ms; machine CPU %.0f µs/record)\n",
+		"postrelay", rate, res.P50MS, res.P90MS, res.P99MS, res.MaxMS, len(ls), res.CommitP50MS, res.CommitP99MS, res.CPUPerRecordUS)
 
 	if o.baseline == "watermill-forwarder" {
 		f, err := newForwarderSetup(ctx, pool)
