@@ -63,7 +63,8 @@ type partitionActor struct {
 	// pending holds the events of the batch in flight; they are applied and
 	// emitted once the batch's completion is committed.
 	pending []Event
-	// publishEWMA is a moving average of one Publish call's duration.
+	// publishEWMA is a moving average of the fastest Publish call of each
+	// batch: the broker's own round trip (see publishEstimate).
 	publishEWMA time.Duration
 	// nextRetry is the shortest retry backoff the last batch scheduled.
 	nextRetry time.Duration
@@ -78,21 +79,29 @@ type partitionActor struct {
 // partition publishes several keys at once.
 const parallelPublishThreshold = 200 * time.Microsecond
 
-// observePublishTimes folds the batch's publish durations into publishEWMA.
+// observePublishTimes folds the batch's fastest publish into publishEWMA.
 func (a *partitionActor) observePublishTimes() {
-	var sum time.Duration
-	n := 0
+	var fastest time.Duration
 	for _, e := range a.pending {
-		if e.Duration > 0 {
-			sum += e.Duration
-			n++
+		if e.Duration > 0 && (fastest == 0 || e.Duration < fastest) {
+			fastest = e.Duration
 		}
 	}
-	if n == 0 {
-		return
+	a.publishEWMA = publishEstimate(a.publishEWMA, fastest)
+}
+
+// publishEstimate folds a batch's fastest Publish call (0: none measured)
+// into the moving estimate prev of the broker's round trip. The fastest
+// call, not the mean, is what tells a network broker from an in-process
+// one: while many partitions publish at once on few cores, every call's
+// duration also holds the time its goroutine waited to be scheduled, and
+// a mean inflated that way once kept a broker answering in microseconds on
+// the parallel path, whose goroutines made the wait longer still.
+func publishEstimate(prev, fastest time.Duration) time.Duration {
+	if fastest <= 0 {
+		return prev
 	}
-	mean := sum / time.Duration(n)
-	a.publishEWMA = (a.publishEWMA*3 + mean) / 4
+	return (prev*3 + fastest) / 4
 }
 
 func newPartitionActor(e *Engine, p int, epoch int64, deadline time.Time) *partitionActor {
