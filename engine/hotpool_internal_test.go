@@ -11,7 +11,8 @@ import (
 
 // The delivery pool reuses the user's connection settings, is bounded to
 // hotConns connections, and its sessions plan the delivery statements
-// generically; the user's pool is left as it was.
+// generically and commit without waiting for the WAL flush; the user's pool
+// is left as it was.
 func TestHotPoolUsesGenericPlansAndIsBounded(t *testing.T) {
 	t.Parallel()
 	pool := pgtest.Pool(t)
@@ -25,6 +26,11 @@ func TestHotPoolUsesGenericPlansAndIsBounded(t *testing.T) {
 	require.Equal(t, "force_generic_plan", mode)
 	require.NoError(t, pool.QueryRow(ctx, "SHOW plan_cache_mode").Scan(&mode))
 	require.Equal(t, "auto", mode, "the user's sessions are not changed")
+	var sync string
+	require.NoError(t, hot.QueryRow(ctx, "SHOW synchronous_commit").Scan(&sync))
+	require.Equal(t, "off", sync)
+	require.NoError(t, pool.QueryRow(ctx, "SHOW synchronous_commit").Scan(&sync))
+	require.Equal(t, "on", sync, "the user's commits stay synchronous")
 	var user string
 	require.NoError(t, hot.QueryRow(ctx, "SELECT current_user").Scan(&user))
 	var want string

@@ -76,7 +76,7 @@ func newStore(pool *pgxpool.Pool, cfg Config) *store {
 			)
 			SELECT x.* FROM req CROSS JOIN LATERAL (
 				SELECT r.partition, r.id, r.key, r.topic, r.message_id, r.payload, r.metadata::text, r.attempts, r.created_at,
-				       extract(epoch FROM now() - r.created_at)::float8
+				       date_part('epoch', now() - r.created_at)
 				FROM ` + records + ` r
 				WHERE r.partition = req.partition AND (r.available_at IS NULL OR r.available_at <= now())
 				  AND NOT EXISTS (SELECT 1 FROM held h WHERE h.partition = r.partition AND h.key = r.key AND h.first_id < r.id)
@@ -84,7 +84,7 @@ func newStore(pool *pgxpool.Pool, cfg Config) *store {
 				LIMIT req.lim
 			) x
 			UNION ALL
-			SELECT h.partition, 0, '', '', '', ''::bytea, '{}', 0, now(), extract(epoch FROM min(h.next_at) - now())::float8
+			SELECT h.partition, 0, '', '', '', ''::bytea, '{}', 0, now(), date_part('epoch', min(h.next_at) - now())
 			FROM held h GROUP BY h.partition`,
 		// The newest record id of every partition above $1: one probe at
 		// the end of each partition's key range.
@@ -149,11 +149,23 @@ const hotConns = 2*batcherSlots + 1
 // openHotPool returns the engine's own pool for the delivery path: the
 // user's pool configuration (credentials, TLS, hooks) with at most
 // hotConns connections, opened lazily, whose sessions set
-// plan_cache_mode = force_generic_plan. The delivery statements take array
-// parameters whose values change every call; left to itself PostgreSQL
-// re-plans them on every execution (about 0.5 ms for the fetch), which
-// measured 7 % of the machine's CPU per record at 1,500 records/s and
-// doubled the median latency.
+//
+//   - plan_cache_mode = force_generic_plan. The delivery statements take
+//     array parameters whose values change every call; left to itself
+//     PostgreSQL re-plans them on every execution (about 0.5 ms for the
+//     fetch), which measured 7 % of the machine's CPU per record at 1,500
+//     records/s and doubled the median latency.
+//   - synchronous_commit = off. A completion then returns once its commit
+//     record is in the WAL buffers, not on disk: the actor does not wait
+//     for a flush per batch, and its flushes stop competing with the
+//     application's commits. Other sessions see the completion at once, as
+//     with any commit, and a later synchronous commit (a lease takeover,
+//     the application's own) flushes it first, so no lease decision rests
+//     on it unflushed. What a crash of PostgreSQL itself may take is the
+//     last completions (at most about three wal_writer_delay, 600 ms by
+//     default): their records are still pending afterwards and are
+//     published again — duplicates, which at-least-once delivery allows and
+//     consumers drop by message UUID — never lost.
 func openHotPool(ctx context.Context, pool *pgxpool.Pool) (*pgxpool.Pool, error) {
 	cfg := pool.Config().Copy()
 	cfg.MaxConns = hotConns
@@ -163,6 +175,7 @@ func openHotPool(ctx context.Context, pool *pgxpool.Pool) (*pgxpool.Pool, error)
 		params[k] = v
 	}
 	params["plan_cache_mode"] = "force_generic_plan"
+	params["synchronous_commit"] = "off"
 	cfg.ConnConfig.RuntimeParams = params
 	hot, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
