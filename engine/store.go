@@ -69,10 +69,13 @@ func newStore(pool *pgxpool.Pool, cfg Config) *store {
 		sqlFetch: `WITH req AS (
 				SELECT * FROM unnest($1::int[], $2::int[]) AS q(partition, lim)
 			), held AS MATERIALIZED (
-				SELECT r.partition, r.key, min(r.id) AS first_id, min(r.available_at) AS next_at
-				FROM ` + records + ` r JOIN req ON r.partition = req.partition
-				WHERE r.available_at IS NOT NULL AND r.available_at > now()
-				GROUP BY r.partition, r.key
+				SELECT req.partition, h.key, min(h.id) AS first_id, min(h.available_at) AS next_at
+				FROM req CROSS JOIN LATERAL (
+					SELECT r.key, r.id, r.available_at FROM ` + records + ` r
+					WHERE r.partition = req.partition AND r.available_at IS NOT NULL AND r.available_at > now()
+					OFFSET 0
+				) h
+				GROUP BY req.partition, h.key
 			)
 			SELECT x.* FROM req CROSS JOIN LATERAL (
 				SELECT r.partition, r.id, r.key, r.topic, r.message_id, r.payload, r.metadata::text, r.attempts, r.created_at,
@@ -176,6 +179,8 @@ func openHotPool(ctx context.Context, pool *pgxpool.Pool) (*pgxpool.Pool, error)
 	}
 	params["plan_cache_mode"] = "force_generic_plan"
 	params["synchronous_commit"] = "off"
+	params["enable_seqscan"] = "off"
+	params["enable_bitmapscan"] = "off"
 	cfg.ConnConfig.RuntimeParams = params
 	hot, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
