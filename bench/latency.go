@@ -96,6 +96,32 @@ func (p *latencyProbe) latencies() []time.Duration {
 	return ls
 }
 
+// dump writes one line per record: milliseconds since the first commit and
+// the commit-to-publish latency in milliseconds, in commit order.
+func (p *latencyProbe) dump(file string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	type sample struct{ at, lat time.Duration }
+	var ss []sample
+	var first time.Time
+	p.commits.Range(func(k, v any) bool {
+		at := v.(time.Time)
+		if pub, ok := p.published[k.(string)]; ok {
+			if first.IsZero() || at.Before(first) {
+				first = at
+			}
+			ss = append(ss, sample{at: time.Duration(at.UnixNano()), lat: pub.Sub(at)})
+		}
+		return true
+	})
+	slices.SortFunc(ss, func(a, b sample) int { return int(a.at - b.at) })
+	var b []byte
+	for _, s := range ss {
+		b = fmt.Appendf(b, "%.3f %.3f\n", float64(s.at-time.Duration(first.UnixNano()))/1e6, float64(s.lat)/1e6)
+	}
+	return os.WriteFile(file, b, 0o644)
+}
+
 func pct(ls []time.Duration, q float64) float64 {
 	if len(ls) == 0 {
 		return 0
@@ -236,6 +262,11 @@ func runLatency(ctx context.Context, o options, out io.Writer) (*LatencyResult, 
 	}
 	ls := probe.latencies()
 	res.CPUPerRecordUS = cpuPerRecordUS(cpu, len(ls))
+	if f := os.Getenv("BENCH_LATENCY_DUMP"); f != "" { // for diagnosis: commit offset and latency per record
+		if err := probe.dump(f); err != nil {
+			return nil, err
+		}
+	}
 	res.AchievedRate, res.Samples = rate, len(ls)
 	res.P50MS, res.P90MS, res.P99MS, res.MaxMS = pct(ls, 0.5), pct(ls, 0.9), pct(ls, 0.99), pct(ls, 1)
 	cd := probe.commitDurations()

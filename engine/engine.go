@@ -116,7 +116,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		return err
 	}
 	e.partitions = n
-	hot, err := openHotPool(ctx, e.pool)
+	hot, err := openHotPool(ctx, e.pool, e.store.sqlFetch, e.store.sqlComplete, e.store.sqlTail)
 	if err != nil {
 		return err
 	}
