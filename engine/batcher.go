@@ -17,7 +17,12 @@ import (
 // request therefore costs what a direct query costs; under load one round
 // trip serves many partitions; and at most batcherSlots statements of each
 // kind run at once, so the engine's connections stay bounded whatever the
-// number of partitions.
+// number of partitions. When statements of a kind start more often than
+// every 2 × batcherLinger, a leader first waits batcherLinger for the
+// requests that are about to come (as PostgreSQL's commit_delay does when
+// other transactions are active): partition actors finish their batches at
+// slightly different times, and without the wait each led a statement for
+// a few records.
 //
 // The batcher holds no actor state: each request carries its partition,
 // epoch and outcome, and each result goes back to its caller alone. Every
@@ -30,6 +35,13 @@ type batcher struct {
 	fetches  group[fetchReq, fetchResult]
 	complete group[completeReq, error]
 }
+
+// batcherLinger is how long a leader of a busy group waits for more
+// requests before it runs its statement (see group.lead). Measured at 5,000
+// records/s offered on 2 cores (three alternated pairs): 3,352-4,064
+// committed records/s with 1 ms against 2,462-3,046 without, 7.4 instead
+// of 3.5 partitions' records per fetch.
+const batcherLinger = time.Millisecond
 
 // batcherSlots is how many statements of each kind may run at once.
 const batcherSlots = 2
@@ -44,7 +56,8 @@ const (
 func newBatcher(s *store, me string, timeout time.Duration) *batcher {
 	b := &batcher{store: s, me: me, timeout: timeout}
 	b.fetches = group[fetchReq, fetchResult]{
-		slots: batcherSlots,
+		slots:  batcherSlots,
+		linger: batcherLinger,
 		take: func(leader fetchReq, queue []*call[fetchReq, fetchResult]) int {
 			n, rows := 0, leader.limit
 			for n < len(queue) && n+1 < batcherMaxPartitions && rows+queue[n].req.limit <= batcherMaxRows {
@@ -56,7 +69,8 @@ func newBatcher(s *store, me string, timeout time.Duration) *batcher {
 		run: b.runFetch,
 	}
 	b.complete = group[completeReq, error]{
-		slots: batcherSlots,
+		slots:  batcherSlots,
+		linger: batcherLinger,
 		take: func(_ completeReq, queue []*call[completeReq, error]) int {
 			return min(len(queue), batcherMaxPartitions-1)
 		},
@@ -123,7 +137,11 @@ type group[Req, Res any] struct {
 	queue   []*call[Req, Res]
 	running int
 	slots   int
-	ctx     context.Context
+	// linger is how long a leader waits for more requests when the group
+	// is busy (see lead); lastStart is when its last statement started.
+	linger    time.Duration
+	lastStart time.Time
+	ctx       context.Context
 	// take returns how many queued calls, from the front, join the
 	// leader's request in one statement.
 	take func(leader Req, queue []*call[Req, Res]) int
@@ -172,6 +190,17 @@ func (g *group[Req, Res]) do(ctx context.Context, req Req) (Res, error) {
 // queue, then hands its slot to the next queued request, if any.
 func (g *group[Req, Res]) lead(self *call[Req, Res]) {
 	g.mu.Lock()
+	if g.linger > 0 && !g.lastStart.IsZero() && time.Since(g.lastStart) < 2*g.linger {
+		// Busy: statements of this kind are starting more often than every
+		// other linger period, so more requests are about to come. Wait a
+		// linger period for them (PostgreSQL's commit_delay does the same
+		// for commits when enough other transactions are active), so that
+		// they share this statement. When idle a request goes at once.
+		g.mu.Unlock()
+		time.Sleep(g.linger)
+		g.mu.Lock()
+	}
+	g.lastStart = time.Now()
 	n := g.take(self.req, g.queue)
 	calls := make([]*call[Req, Res], 0, n+1)
 	calls = append(append(calls, self), g.queue[:n]...)

@@ -106,3 +106,75 @@ func TestGroupLoneRequestAndCancelledCaller(t *testing.T) {
 	require.ErrorIs(t, err, ErrShutdown)
 	require.Equal(t, int64(1), ran.Load())
 }
+
+// An idle group runs a lone request at once even with a long linger; a
+// busy one (a statement started within two linger periods) waits a linger
+// period first, so requests arriving meanwhile share its statement.
+func TestGroupLingersOnlyWhenBusy(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var sizes []int
+	newGroup := func(linger time.Duration) *group[int, int] {
+		return &group[int, int]{
+			slots:  1,
+			linger: linger,
+			take:   func(_ int, q []*call[int, int]) int { return len(q) },
+			run: func(_ context.Context, calls []*call[int, int]) {
+				mu.Lock()
+				sizes = append(sizes, len(calls))
+				mu.Unlock()
+				for _, c := range calls {
+					c.res = c.req
+				}
+			},
+		}
+	}
+
+	idle := newGroup(time.Hour)
+	done := make(chan int, 1)
+	go func() {
+		res, _ := idle.do(context.Background(), 1)
+		done <- res
+	}()
+	select {
+	case res := <-done:
+		require.Equal(t, 1, res)
+	case <-time.After(10 * time.Second):
+		t.Fatal("an idle group's lone request waited for the linger")
+	}
+
+	busy := newGroup(time.Second)
+	busy.lastStart = time.Now() // a statement just started: busy
+	mu.Lock()
+	sizes = nil
+	mu.Unlock()
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		res, err := busy.do(context.Background(), 0)
+		assert.NoError(t, err)
+		assert.Equal(t, 0, res)
+	})
+	// Wait until the leader holds the slot, then queue three more while it
+	// lingers.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		busy.mu.Lock()
+		r := busy.running
+		busy.mu.Unlock()
+		if r == 1 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(time.Millisecond) // polling the slot count, with a deadline
+	}
+	for i := 1; i <= 3; i++ {
+		wg.Go(func() {
+			res, err := busy.do(context.Background(), i)
+			assert.NoError(t, err)
+			assert.Equal(t, i, res)
+		})
+	}
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	require.Equal(t, []int{4}, sizes, "the requests that came during the linger did not share the statement")
+}
