@@ -136,7 +136,7 @@ func drainOnce(ctx context.Context, pool *pgxpool.Pool, o options, n int, out io
 		return nil, err
 	}
 	start, cpu0 := time.Now(), machineCPU()
-	end, err := waitDrained(ctx, pool, cfg, lastP, lastID, o.records, n, start, out)
+	end, err := waitDrained(ctx, pool, cfg, lastP, lastID, n, start, out)
 	if err != nil {
 		return nil, err
 	}
@@ -158,17 +158,16 @@ func drainOnce(ctx context.Context, pool *pgxpool.Pool, o options, n int, out io
 // index probes every 5 ms), then it confirms that the whole table is empty,
 // which must hold by then; if it does not, it keeps probing the table and
 // the clock runs on.
-func waitDrained(ctx context.Context, pool *pgxpool.Pool, cfg engine.Config, lastP []int32, lastID []int64, records, relays int, start time.Time, out io.Writer) (time.Time, error) {
+func waitDrained(ctx context.Context, pool *pgxpool.Pool, cfg engine.Config, lastP []int32, lastID []int64, relays int, start time.Time, out io.Writer) (time.Time, error) {
 	tbl := pgx.Identifier{cfg.Schema, "records"}.Sanitize()
 	probe := "SELECT count(*) FROM " + tbl + " r JOIN unnest($1::int[], $2::bigint[]) AS t(p, id) ON r.partition = t.p AND r.id = t.id"
-	progress := "SELECT coalesce(sum(n_tup_del), 0) FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = 'records'"
 	last := start
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	newestGone := false
+	left := len(lastP)
 	for {
 		if !newestGone {
-			var left int
 			if err := pool.QueryRow(ctx, probe, lastP, lastID).Scan(&left); err != nil {
 				return time.Time{}, err
 			}
@@ -188,11 +187,8 @@ func waitDrained(ctx context.Context, pool *pgxpool.Pool, cfg engine.Config, las
 		}
 		if time.Since(last) >= 2*time.Second {
 			last = time.Now()
-			var done int64 // the statistics lag by up to a second: progress only
-			if err := pool.QueryRow(ctx, progress, cfg.Schema).Scan(&done); err != nil {
-				return time.Time{}, err
-			}
-			fmt.Fprintf(out, "  … %d relays: ~%d/%d relayed (%.0f rec/s)\n", relays, done, records, float64(done)/time.Since(start).Seconds())
+			fmt.Fprintf(out, "  … %d relays: %d of %d partitions still hold their last preloaded record (%.1fs)\n",
+				relays, left, len(lastP), time.Since(start).Seconds())
 		}
 		select {
 		case <-ctx.Done():

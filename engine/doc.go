@@ -20,8 +20,11 @@
 // or retry backoff), publishes each through the publisher, and completes the
 // batch in one statement fenced by its lease: delivered rows are deleted,
 // failed ones get attempts+1 and a backoff, exhausted ones move to
-// <schema>.dead_letters. The Writer NOTIFYs the partition on commit; every
-// instance LISTENs and wakes its actor for that partition; polling every
+// <schema>.dead_letters. The Writer NOTIFYs on commit (at most once per
+// NotifyInterval); every instance LISTENs, and a notification makes it run
+// one tail query over the newest ids of all partitions, which wakes the
+// actors of every partition with new records at once (and once more
+// TailInterval later, for the writes that did not notify); polling every
 // PollInterval is the fallback.
 //
 // The actors' database work goes through a batcher, as concurrent commits
@@ -33,13 +36,26 @@
 // to the next waiter. A lone request costs what a direct query costs; under
 // load one round trip serves many partitions, and at most two statements
 // of each kind run at a time, so the engine's connections stay bounded
-// whatever the partition count. The fetch also reports when the
-// partition's next held record becomes available, so an idle actor sleeps
-// exactly until then. These delivery statements (and the tail poll) run on
-// the engine's own small pool, built from the given pool's configuration
-// with at most five connections, whose sessions use generic plans: the
+// whatever the partition count. When statements of a kind start within two
+// milliseconds of each other, a leader first waits one millisecond for the
+// actors about to ask (as commit_delay does for commits). The fetch also
+// reports when the partition's next held record becomes available, so an
+// idle actor sleeps exactly until then.
+//
+// These delivery statements (and the tail poll) run on the engine's own
+// pool of five connections, built from the given pool's configuration,
+// opened and prepared when Run starts. Its sessions use generic plans (the
 // statements take array parameters that change every call, and PostgreSQL
-// would otherwise plan them anew on every execution.
+// would otherwise plan them anew on every execution), plan them on the
+// indexes alone (enable_seqscan and enable_bitmapscan off: a generic plan
+// built on an empty table otherwise scanned the whole table on every fetch
+// once a backlog grew), and commit with synchronous_commit off: a
+// completion does not wait for its WAL flush. A crash of PostgreSQL itself
+// can therefore forget the last completions (about three wal_writer_delay,
+// 600 ms by default); their records are still pending and are published
+// again — duplicates, never loss, and no lease decision rests on an
+// unflushed completion, since the synchronous commit of a takeover flushes
+// the WAL before it.
 //
 // # Leases and fencing
 //
@@ -82,8 +98,9 @@
 //     heartbeat instead of after the TTL.
 //
 // A publish whose completion is fenced off (or never committed, as when the
-// process is killed) is published again by the next owner: delivery is at
-// least once, never exactly once. Consumers deduplicate by message UUID,
+// process is killed, or not yet flushed when PostgreSQL crashed) is
+// published again by the next owner: delivery is at least once, never
+// exactly once. Consumers deduplicate by message UUID,
 // which is the record's message id, stable across attempts.
 //
 // # Events
