@@ -21,11 +21,11 @@
 // batch in one statement fenced by its lease: delivered rows are deleted,
 // failed ones get attempts+1 and a backoff, exhausted ones move to
 // <schema>.dead_letters. The Writer NOTIFYs on commit (at most once per
-// NotifyInterval); every instance LISTENs, and a notification makes it run
-// one tail query over the newest ids of all partitions, which wakes the
-// actors of every partition with new records at once (and once more
-// TailInterval later, for the writes that did not notify); polling every
-// PollInterval is the fallback.
+// NotifyInterval); every instance LISTENs, wakes its actor for the
+// partition named, and runs one tail query over the newest ids of all
+// partitions, which wakes the actors of every partition with new records
+// (and once more TailInterval later, for the writes that did not notify);
+// polling every PollInterval is the fallback.
 //
 // The actors' database work goes through a batcher, as concurrent commits
 // go through PostgreSQL's group commit: fetches (and completions) requested
