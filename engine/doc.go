@@ -36,9 +36,9 @@
 // to the next waiter. A lone request costs what a direct query costs; under
 // load one round trip serves many partitions, and at most two statements
 // of each kind run at a time, so the engine's connections stay bounded
-// whatever the partition count. When statements of a kind start within two
+// whatever the partition count. When completions start within two
 // milliseconds of each other, a leader first waits one millisecond for the
-// actors about to ask (as commit_delay does for commits). The fetch also
+// actors about to complete (as commit_delay does for commits). The fetch also
 // reports when the partition's next held record becomes available, so an
 // idle actor sleeps exactly until then.
 //
