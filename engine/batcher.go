@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 )
@@ -114,6 +115,12 @@ func (b *batcher) runFetch(ctx context.Context, calls []*call[fetchReq, fetchRes
 	}
 	out := make([]fetchResult, len(calls))
 	err := b.store.fetch(ctx, reqs, out)
+	if err != nil && ctx.Err() != nil {
+		// The engine is stopping (Run cancels fetches with ErrShutdown
+		// before it stops the actors): say so, rather than pass on the
+		// driver's "context canceled" as a database failure.
+		err = fmt.Errorf("%w: %w", context.Cause(ctx), err)
+	}
 	for i, c := range calls {
 		c.res, c.err = out[i], err
 	}

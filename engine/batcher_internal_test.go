@@ -178,3 +178,17 @@ func TestGroupLingersOnlyWhenBusy(t *testing.T) {
 	defer mu.Unlock()
 	require.Equal(t, []int{4}, sizes, "the requests that came during the linger did not share the statement")
 }
+
+// A fetch cut short because the engine is stopping reports ErrShutdown (the
+// cause Run cancels fetches with), so that the actor stops quietly instead
+// of logging a failed batch and being restarted.
+func TestFetchCancelledByShutdownReportsIt(t *testing.T) {
+	t.Parallel()
+	_, _, cfg, st := newTestStore(t, 4)
+	b := newBatcher(st, cfg.InstanceID, time.Second)
+	fetchCtx, cancel := context.WithCancelCause(context.Background())
+	cancel(ErrShutdown)
+	b.open(fetchCtx, context.Background())
+	_, err := b.fetchBatch(context.Background(), 0, 10)
+	require.ErrorIs(t, err, ErrShutdown)
+}

@@ -145,8 +145,8 @@ func (a *partitionActor) Serve(ctx context.Context) error {
 					a.lose(err)
 					return fmt.Errorf("%w: %w", actors.ErrDoNotRestart, err)
 				}
-				if ctx.Err() != nil {
-					return nil
+				if ctx.Err() != nil || errors.Is(err, ErrShutdown) {
+					return nil // stopping: the coordinator stops this actor next
 				}
 				log.Warn("postrelay: partition batch failed", "error", err)
 				return err
