@@ -198,12 +198,23 @@ func (c *coordinator) spawn(ctx context.Context, p int, epoch int64, deadline ti
 	ref := c.sup.Spawn(ctx, "partition-"+itoa(p), a)
 	o := &owned{epoch: epoch, actor: a, ref: ref}
 	c.owned[p] = o
+	c.publishOwned()
 	// Watch for the actor ending on its own (lease lost).
 	c.e.wg.Go(func() {
 		<-ref.Done()
 		_ = c.mailbox.Send(context.Background(), coordMsg{partition: p, epoch: epoch, err: ref.Err()})
 	})
 	a.waker.Wake()
+}
+
+// publishOwned tells the tail poll which partitions this instance holds.
+func (c *coordinator) publishOwned() {
+	ps := make([]int32, 0, len(c.owned))
+	for p := range c.owned {
+		ps = append(ps, int32(p))
+	}
+	slices.Sort(ps)
+	c.e.owned.Store(&ps)
 }
 
 // stopAsync stops a partition actor without blocking the coordinator (a slow
@@ -229,6 +240,7 @@ func (c *coordinator) handleExit(ctx context.Context, m coordMsg) {
 			c.e.cfg.Logger.Warn("postrelay: coordinator lease release failed", "partition", m.partition, "error", err)
 		}
 		delete(c.owned, m.partition)
+		c.publishOwned()
 		e := c.event(EventLeaseReleased)
 		e.Partition, e.Epoch = m.partition, m.epoch
 		c.e.emit(e)
@@ -241,6 +253,7 @@ func (c *coordinator) handleExit(ctx context.Context, m coordMsg) {
 	// stopped after a failed renewal. Forget the partition; the next tick
 	// acquires it again if it is still ours and free.
 	delete(c.owned, m.partition)
+	c.publishOwned()
 	if !o.lost {
 		lost := c.event(EventLeaseLost)
 		lost.Partition, lost.Epoch, lost.Err = m.partition, m.epoch, m.err
@@ -271,6 +284,7 @@ func (c *coordinator) shutdown(ctx context.Context) {
 		c.e.emit(e)
 	}
 	clear(c.owned)
+	c.publishOwned()
 	if err := c.e.store.deleteInstance(bg, cfg.InstanceID); err != nil {
 		cfg.Logger.Warn("postrelay: coordinator removing instance failed", "error", err)
 	}

@@ -22,8 +22,8 @@
 // failed ones get attempts+1 and a backoff, exhausted ones move to
 // <schema>.dead_letters. The Writer NOTIFYs on commit (at most once per
 // NotifyInterval); every instance LISTENs, wakes its actor for the
-// partition named, and runs one tail query over the newest ids of all
-// partitions, which wakes the actors of every partition with new records
+// partition named, and runs one tail query over the newest ids of the
+// partitions it owns, which wakes the actors of every one with new records
 // (and once more TailInterval later, for the writes that did not notify);
 // polling every PollInterval is the fallback.
 //

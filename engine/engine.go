@@ -37,6 +37,9 @@ type Engine struct {
 	wakers     []*actors.Waker
 	sem        chan struct{} // MaxInFlight publishes
 	fastSlots  chan struct{} // batches in flight for fast brokers
+	// owned lists the partitions this instance holds, sorted, as the
+	// coordinator last published them: the tail poll probes only these.
+	owned atomic.Pointer[[]int32]
 }
 
 // New returns an engine relaying records of the schema in cfg to publisher.

@@ -107,10 +107,16 @@ func (t *tail) Serve(ctx context.Context) error {
 	}
 }
 
-// poll wakes the partitions whose newest record is newer than what was
-// already announced to them.
+// poll wakes the partitions owned here whose newest record is newer than
+// what was already announced to them. Probing only the owned partitions
+// keeps the tail polls of all instances together at one probe per partition,
+// whatever the number of instances (each probed every partition before).
 func (t *tail) poll(ctx context.Context) error {
-	rows, err := t.e.store.hotPool().Query(ctx, t.e.store.sqlTail, max(t.lastMax-tailLookback, 0))
+	owned := t.e.owned.Load()
+	if owned == nil || len(*owned) == 0 {
+		return nil // nothing owned here, nobody to wake
+	}
+	rows, err := t.e.store.hotPool().Query(ctx, t.e.store.sqlTail, max(t.lastMax-tailLookback, 0), *owned)
 	if err != nil {
 		return err
 	}

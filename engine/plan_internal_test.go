@@ -9,6 +9,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
+
+	"github.com/postrelay/postrelay/actors"
 )
 
 // The delivery statements keep their index plans whatever the table held
@@ -37,7 +39,7 @@ func TestDeliveryPlansStayIndexedWhenPlannedOnAnEmptyTable(t *testing.T) {
 	}{
 		{"plan_fetch", st.sqlFetch, `'{0,1,2,3}', '{1000,1000,1000,1000}'`},
 		{"plan_complete", st.sqlComplete, `'me', '{0,1}', '{1,1}', '{0,0,1}', '{5,9,13}', '{1}', '{21}', '{boom}', '{1000}', '{1}', '{25}', '{dead}'`},
-		{"plan_tail", st.sqlTail, `100`},
+		{"plan_tail", st.sqlTail, `100, '{0,1,2,3}'`},
 	}
 	explain := func(name, args string) string {
 		rows, err := conn.Query(ctx, "EXPLAIN EXECUTE "+name+"("+args+")", pgx.QueryExecModeSimpleProtocol)
@@ -87,4 +89,45 @@ func TestDeliveryPlansStayIndexedWhenPlannedOnAnEmptyTable(t *testing.T) {
 	}
 	require.True(t, res.hasHeld)
 	require.Greater(t, res.nextHeld, 50*time.Minute)
+}
+
+// The tail poll probes and wakes only the partitions this instance owns;
+// with none owned it sends no query at all.
+func TestTailPollWakesOnlyOwnedPartitions(t *testing.T) {
+	t.Parallel()
+	pool, _, cfg, st := newTestStore(t, 4)
+	ctx := context.Background()
+	e := &Engine{cfg: cfg, store: st}
+	for range 4 {
+		e.wakers = append(e.wakers, actors.NewWaker())
+	}
+	tl := &tail{e: e, waker: actors.NewWaker(), announced: make([]int64, 4)}
+	require.NoError(t, tl.poll(ctx), "nothing owned yet")
+
+	tx, err := pool.Begin(ctx)
+	require.NoError(t, err)
+	var recs []Record
+	for i := range 200 {
+		recs = append(recs, Record{Topic: "t", Key: fmt.Sprint("k", i), Payload: []byte("x")})
+	}
+	require.NoError(t, NewWriter(cfg).Write(ctx, tx, recs...))
+	require.NoError(t, tx.Commit(ctx))
+	for _, w := range e.wakers { // drop wake-ups from before
+		select {
+		case <-w.C():
+		default:
+		}
+	}
+	owned := []int32{1, 2}
+	e.owned.Store(&owned)
+	require.NoError(t, tl.poll(ctx))
+	for p, w := range e.wakers {
+		woken := false
+		select {
+		case <-w.C():
+			woken = true
+		default:
+		}
+		require.Equal(t, p == 1 || p == 2, woken, "partition %d", p)
+	}
 }

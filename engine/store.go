@@ -90,11 +90,12 @@ func newStore(pool *pgxpool.Pool, cfg Config) *store {
 			UNION ALL
 			SELECT h.partition, 0, '', '', '', ''::bytea, '{}', 0, now(), date_part('epoch', min(h.next_at) - now())
 			FROM held h GROUP BY h.partition`,
-		// The newest record id of every partition above $1: one probe at
-		// the end of each partition's key range.
-		sqlTail: `SELECT p.partition, x.max_id FROM ` + partitions + ` p
+		// The newest record id above $1 of each partition in $2 (those
+		// this instance owns): one probe at the end of each partition's key
+		// range.
+		sqlTail: `SELECT o.partition, x.max_id FROM unnest($2::int[]) AS o(partition)
 			CROSS JOIN LATERAL (SELECT max(r.id) AS max_id FROM ` + records + ` r
-			                    WHERE r.partition = p.partition AND r.id > $1) x
+			                    WHERE r.partition = o.partition AND r.id > $1) x
 			WHERE x.max_id IS NOT NULL`,
 		// Complete the batches of several partitions in one statement,
 		// each fenced by its lease: a partition's rows change only if it is
