@@ -464,7 +464,7 @@ func (a *partitionActor) deliver(ctx context.Context, r *fetched, fetchedAt time
 	}
 	ev.Err = err
 	o := outcome{err: truncateError(err)}
-	if attempt >= a.e.cfg.MaxAttempts {
+	if attempt >= a.e.cfg.MaxAttempts || errors.Is(err, ErrPermanent) {
 		ev.Kind = EventDeadLettered
 		if finish != nil {
 			finish.FinishAttempt(AttemptResult{Outcome: OutcomeDeadLettered, Err: err, Duration: ev.Duration})
