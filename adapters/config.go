@@ -34,8 +34,11 @@ const (
 // adapter; the option struct of that adapter refines it.
 type Config struct {
 	// URL is the broker address: memory://, postgres:// (or postgresql://),
-	// amqp:// (or amqps://), nats://, redis:// (or rediss://) or
-	// kafka://host:port[,host:port]. Defaults to "memory://".
+	// amqp:// (or amqps://), nats://, redis:// (or rediss://),
+	// kafka://host:port[,host:port], or http:// / https:// for a webhook.
+	// With Routes, it is the default route (topics no pattern matches),
+	// and without it such topics have no route. Defaults to "memory://"
+	// without Routes, to "" (no default route) with them.
 	URL string `json:"url" yaml:"url"`
 	// Logger receives the broker library's logs (through Watermill's slog
 	// adapter), every password redacted. Defaults to nil (discard).
@@ -47,6 +50,14 @@ type Config struct {
 	NATS   NATSOptions   `json:"nats" yaml:"nats"`
 	Redis  RedisOptions  `json:"redis" yaml:"redis"`
 	Kafka  KafkaOptions  `json:"kafka" yaml:"kafka"`
+	// Webhook configures http:// and https:// URLs.
+	Webhook WebhookOptions `json:"webhook" yaml:"webhook"`
+
+	// Routes, when set, send each topic to the sink of the route its
+	// pattern matches (see Route), URL being the default route; then
+	// NewPublisher returns a *Router. In a file, each entry is a pattern,
+	// a url and that url's options. Defaults to none (every topic to URL).
+	Routes []Route `json:"-" yaml:"-"`
 }
 
 // MemoryOptions configure memory:// (Watermill's gochannel).
@@ -109,7 +120,13 @@ type KafkaOptions struct {
 
 // WithDefaults returns a copy of c with zero fields set to their defaults.
 func (c Config) WithDefaults() Config {
-	c.URL = cmp.Or(strings.TrimSpace(c.URL), URLDefault)
+	c.URL = strings.TrimSpace(c.URL)
+	if len(c.Routes) == 0 {
+		c.URL = cmp.Or(c.URL, URLDefault)
+	}
+	c.Webhook.Timeout = cmp.Or(c.Webhook.Timeout, WebhookTimeoutDefault)
+	c.Webhook.Concurrency = cmp.Or(c.Webhook.Concurrency, WebhookConcurrencyDefault)
+	c.Webhook.ContentType = cmp.Or(c.Webhook.ContentType, WebhookContentTypeDefault)
 	c.Memory.OutputBuffer = cmp.Or(c.Memory.OutputBuffer, MemoryOutputBufferDefault)
 	c.SQL.PayloadType = cmp.Or(strings.ToLower(c.SQL.PayloadType), SQLPayloadTypeDefault)
 	c.AMQP.Mode = cmp.Or(strings.ToLower(c.AMQP.Mode), AMQPModeDefault)
@@ -125,13 +142,28 @@ func (c Config) WithDefaults() Config {
 // Validate checks the URL and the options, naming the bad field and value
 // (with any password redacted).
 func (c Config) Validate() error {
-	if _, err := parseURL(c.URL); err != nil {
-		return err
-	}
 	bad := func(field string, v any, why string) error {
 		return fmt.Errorf("%w: %s = %v: %s", ErrInvalidConfig, field, v, why)
 	}
+	if len(c.Routes) > 0 {
+		if err := c.validateRoutes(); err != nil {
+			return err
+		}
+	}
+	if c.URL != "" || len(c.Routes) == 0 {
+		p, err := parseURL(c.URL)
+		if err != nil {
+			return err
+		}
+		if (p.scheme == "http" || p.scheme == "https") && c.Webhook.Secret == "" {
+			return bad("Webhook.Secret", `""`, "a webhook URL ("+Redact(c.URL)+") needs a signing secret")
+		}
+	}
 	switch {
+	case c.Webhook.Timeout < 0:
+		return bad("Webhook.Timeout", c.Webhook.Timeout, "must not be negative")
+	case c.Webhook.Concurrency < 0:
+		return bad("Webhook.Concurrency", c.Webhook.Concurrency, "must not be negative")
 	case c.SQL.PayloadType != "bytea" && c.SQL.PayloadType != "json" && c.SQL.PayloadType != "jsonb":
 		return bad("SQL.PayloadType", strconv.Quote(c.SQL.PayloadType), `want "bytea", "json" or "jsonb"`)
 	case c.AMQP.Mode != "queue" && c.AMQP.Mode != "topic":
@@ -147,7 +179,7 @@ func (c Config) Validate() error {
 }
 
 // Schemes lists the URL schemes NewPublisher accepts.
-var Schemes = []string{"memory", "postgres", "postgresql", "amqp", "amqps", "nats", "redis", "rediss", "kafka"}
+var Schemes = []string{"memory", "postgres", "postgresql", "amqp", "amqps", "nats", "redis", "rediss", "kafka", "http", "https"}
 
 // parsedURL is a validated broker URL.
 type parsedURL struct {
@@ -198,7 +230,7 @@ func parseURL(raw string) (parsedURL, error) {
 			}
 		}
 		return p, nil
-	case "postgres", "postgresql", "amqp", "amqps", "nats", "redis", "rediss":
+	case "postgres", "postgresql", "amqp", "amqps", "nats", "redis", "rediss", "http", "https":
 		if u.Host == "" {
 			return p, fmt.Errorf("%w: broker URL %q has no host", ErrInvalidConfig, Redact(raw))
 		}
@@ -233,7 +265,7 @@ func splitHostPort(h string) (string, string, error) {
 }
 
 func schemeList() string {
-	return "memory://, postgres://, amqp://, nats://, redis://, kafka://"
+	return "memory://, postgres://, amqp://, nats://, redis://, kafka://, http://, https://"
 }
 
 // LoadConfigFile reads a Config from a YAML (.yaml, .yml) or JSON (.json)
@@ -278,17 +310,73 @@ type fileConfig struct {
 		ClientID string `json:"client_id" yaml:"client_id"`
 		Timeout  string `json:"timeout" yaml:"timeout"`
 	} `json:"kafka" yaml:"kafka"`
+	Webhook fileWebhook `json:"webhook" yaml:"webhook"`
+	Routes  []fileRoute `json:"routes" yaml:"routes"`
 }
 
-func (f fileConfig) toConfig(name string) (Config, error) {
+// fileWebhook is WebhookOptions as written in files.
+type fileWebhook struct {
+	Secret      string `json:"secret" yaml:"secret"`
+	SecretEnv   string `json:"secret_env" yaml:"secret_env"`
+	Timeout     string `json:"timeout" yaml:"timeout"`
+	Concurrency int    `json:"concurrency" yaml:"concurrency"`
+	Retry4xx    bool   `json:"retry_4xx" yaml:"retry_4xx"`
+	ContentType string `json:"content_type" yaml:"content_type"`
+}
+
+// fileRoute is a Route as written in files: a pattern and a broker's
+// settings.
+type fileRoute struct {
+	Pattern    string `json:"pattern" yaml:"pattern"`
+	fileConfig `yaml:",inline"`
+}
+
+func (f fileConfig) options(name, where string) (Config, error) {
 	c := Config{URL: f.URL, Memory: f.Memory, SQL: f.SQL, AMQP: f.AMQP, NATS: f.NATS, Redis: f.Redis}
 	c.Kafka.ClientID = f.Kafka.ClientID
 	if f.Kafka.Timeout != "" {
 		d, err := time.ParseDuration(f.Kafka.Timeout)
 		if err != nil {
-			return c, fmt.Errorf("%w: config file %s: kafka.timeout %q is not a duration", ErrInvalidConfig, name, f.Kafka.Timeout)
+			return c, fmt.Errorf("%w: config file %s: %skafka.timeout %q is not a duration", ErrInvalidConfig, name, where, f.Kafka.Timeout)
 		}
 		c.Kafka.Timeout = d
+	}
+	w := f.Webhook
+	c.Webhook = WebhookOptions{Secret: w.Secret, Concurrency: w.Concurrency, Retry4xx: w.Retry4xx, ContentType: w.ContentType}
+	if w.SecretEnv != "" {
+		if w.Secret != "" {
+			return c, fmt.Errorf("%w: config file %s: %swebhook: set secret or secret_env, not both", ErrInvalidConfig, name, where)
+		}
+		c.Webhook.Secret = osGetenv(w.SecretEnv)
+		if c.Webhook.Secret == "" {
+			return c, fmt.Errorf("%w: config file %s: %swebhook.secret_env: environment variable %s is empty or unset", ErrInvalidConfig, name, where, w.SecretEnv)
+		}
+	}
+	if w.Timeout != "" {
+		d, err := time.ParseDuration(w.Timeout)
+		if err != nil {
+			return c, fmt.Errorf("%w: config file %s: %swebhook.timeout %q is not a duration", ErrInvalidConfig, name, where, w.Timeout)
+		}
+		c.Webhook.Timeout = d
+	}
+	return c, nil
+}
+
+func (f fileConfig) toConfig(name string) (Config, error) {
+	c, err := f.options(name, "")
+	if err != nil {
+		return c, err
+	}
+	for i, fr := range f.Routes {
+		where := fmt.Sprintf("routes[%d] (pattern %s): ", i, strconv.Quote(fr.Pattern))
+		if len(fr.Routes) > 0 {
+			return c, fmt.Errorf("%w: config file %s: %sa route cannot have routes of its own", ErrInvalidConfig, name, where)
+		}
+		rc, err := fr.options(name, where)
+		if err != nil {
+			return c, err
+		}
+		c.Routes = append(c.Routes, Route{Pattern: fr.Pattern, Config: rc})
 	}
 	if err := c.WithDefaults().Validate(); err != nil {
 		return c, fmt.Errorf("config file %s: %w", name, err)

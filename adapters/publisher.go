@@ -36,6 +36,9 @@ func NewPublisher(ctx context.Context, cfg Config) (message.Publisher, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if len(cfg.Routes) > 0 {
+		return NewRouter(ctx, cfg)
+	}
 	p, _ := parseURL(cfg.URL)
 	cfg.Logger = redactingLogger(cfg.Logger)
 	logger := watermill.NewSlogLogger(cfg.Logger)
@@ -82,6 +85,8 @@ func NewPublisher(ctx context.Context, cfg Config) (message.Publisher, error) {
 			return nil, wrap("redis", err)
 		}
 		return withClose(pub, client.Close), nil
+	case "http", "https":
+		return newWebhookPublisher(cfg), nil
 	case "kafka":
 		pub, err := kafka.NewPublisher(kafka.PublisherConfig{
 			Brokers:               p.hosts,

@@ -34,7 +34,7 @@ type relayFlags struct {
 
 func (r *relayFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&r.broker, "broker", "memory://", "broker URL: memory://, postgres://, amqp://, nats://, redis://, kafka:// (env POSTRELAY_BROKER)")
-	fs.StringVar(&r.configFile, "config", "", "broker config file (YAML or JSON) with per-broker options (env POSTRELAY_CONFIG)")
+	fs.StringVar(&r.configFile, "config", "", "broker config file (YAML or JSON) with per-broker options and routes (env POSTRELAY_CONFIG)")
 	fs.StringVar(&r.instanceID, "instance-id", "", "unique instance id (default hostname-pid-random)")
 	fs.IntVar(&r.batchSize, "batch-size", engine.BatchSizeDefault, "records fetched and completed at once per partition")
 	fs.DurationVar(&r.pollInterval, "poll-interval", engine.PollIntervalDefault, "fallback poll interval when no notification arrives")
@@ -95,7 +95,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		if err != nil {
 			return usageError{err}
 		}
-		if !isSet(fs, "broker") && fileCfg.URL != "" {
+		// A file with routes keeps its own default route (its url, maybe
+		// none) unless --broker is given, which then is the default route.
+		if !isSet(fs, "broker") && (fileCfg.URL != "" || len(fileCfg.Routes) > 0) {
 			bcfg = fileCfg
 		} else {
 			fileCfg.URL = bcfg.URL
@@ -134,7 +136,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	log.Info("postrelay: relay running", "instance_id", eng.InstanceID(), "schema", c.schema,
-		"broker", adapters.Redact(bcfg.URL))
+		"broker", adapters.Redact(bcfg.URL), "routes", len(bcfg.Routes))
 	if err := eng.Run(ctx); err != nil {
 		return err
 	}
