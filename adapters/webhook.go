@@ -146,7 +146,7 @@ func (p *webhookPublisher) post(topic string, msg *message.Message) error {
 	}
 	resp, err := p.client.Do(req)
 	if err != nil {
-		return fmt.Errorf("adapters: webhook %s: message %s: %s", Redact(p.url), msg.UUID, RedactError(err))
+		return &redactedError{msg: fmt.Sprintf("adapters: webhook %s: message %s: %s", Redact(p.url), msg.UUID, RedactError(err)), err: err}
 	}
 	defer func() { _ = resp.Body.Close() }()
 	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 256))
