@@ -110,6 +110,14 @@ type Config struct {
 	// leases being released. Defaults to 15s.
 	StopTimeout time.Duration
 
+	// Retention, when positive, keeps every delivered record in the
+	// history table (partitioned by delivery day, UTC) for at least this
+	// long and at most a day longer, for audit and Replay: the completion
+	// moves delivered records there instead of only deleting them, and
+	// expired days are dropped whole (MaintainHistory). 0 keeps no
+	// history. Defaults to 0.
+	Retention time.Duration
+
 	// EventBuffer is the capacity of each channel returned by Events. When a
 	// reader falls behind, events are dropped (and counted), never blocking
 	// delivery. Defaults to 4096.
@@ -214,6 +222,8 @@ func (c Config) Validate() error {
 		return bad("PublishTimeout", c.PublishTimeout, "must be positive")
 	case c.StopTimeout <= 0:
 		return bad("StopTimeout", c.StopTimeout, "must be positive")
+	case c.Retention < 0:
+		return bad("Retention", c.Retention, "must not be negative (0 keeps no history)")
 	case c.EventBuffer < 1:
 		return bad("EventBuffer", c.EventBuffer, "must be at least 1")
 	case c.MaxPayloadBytes < 1 || c.MaxPayloadBytes > 1<<30-1:

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -61,6 +62,11 @@ func New(pool *pgxpool.Pool, publisher message.Publisher, cfg Config) (*Engine, 
 		cfg:       cfg,
 		store:     newStore(pool, cfg),
 		hub:       &eventHub{buffer: cfg.EventBuffer},
+	}
+	if cfg.Retention > 0 {
+		if e.store.sqlComplete, err = retainedCompleteSQL(e.store.sqlComplete, cfg); err != nil {
+			return nil, err
+		}
 	}
 	e.batch = newBatcher(e.store, cfg.InstanceID, cfg.StopTimeout)
 	e.fastSlots = make(chan struct{}, fastSlotsFor(runtime.GOMAXPROCS(0)))
@@ -119,6 +125,11 @@ func (e *Engine) Run(ctx context.Context) error {
 		return err
 	}
 	e.partitions = n
+	if e.cfg.Retention > 0 {
+		if _, err := MaintainHistory(ctx, e.pool, e.cfg, time.Time{}); err != nil {
+			return err
+		}
+	}
 	hot, err := openHotPool(ctx, e.pool, e.store.sqlFetch, e.store.sqlComplete, e.store.sqlTail)
 	if err != nil {
 		return err
@@ -159,6 +170,9 @@ func (e *Engine) Run(ctx context.Context) error {
 		t := &tail{e: e, waker: actors.NewWaker()}
 		sup.Spawn(runCtx, "tail", t)
 		sup.Spawn(runCtx, "listener", &listener{e: e, tail: t.waker})
+	}
+	if e.cfg.Retention > 0 {
+		sup.Spawn(runCtx, "history", &historyKeeper{e: e})
 	}
 	coord := newCoordinator(e, partSup)
 	ref := sup.Spawn(runCtx, "coordinator", coord)
