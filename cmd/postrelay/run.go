@@ -30,6 +30,7 @@ type relayFlags struct {
 	migrate            bool
 	partitions         int
 	publishDelay       time.Duration
+	retention          time.Duration
 }
 
 func (r *relayFlags) register(fs *flag.FlagSet) {
@@ -48,6 +49,7 @@ func (r *relayFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&r.publishTimeout, "publish-timeout", engine.PublishTimeoutDefault, "deadline of each publish (message context)")
 	fs.BoolVar(&r.migrate, "migrate", false, "migrate the schema before running")
 	fs.IntVar(&r.partitions, "partitions", engine.PartitionsDefault, "partition count when --migrate creates the schema")
+	fs.DurationVar(&r.retention, "retention", 0, "keep delivered records this long in the history table, for `postrelay replay` (0: keep none)")
 	fs.DurationVar(&r.publishDelay, "publish-delay", 0, "add this delay to every Publish call: a simulated broker round trip, for benchmarks and fault tests")
 }
 
@@ -66,6 +68,7 @@ func (r *relayFlags) engineConfig(c *common) engine.Config {
 		MaxInFlight:        r.maxInFlight,
 		PublishConcurrency: r.publishConcurrency,
 		PublishTimeout:     r.publishTimeout,
+		Retention:          r.retention,
 	}
 }
 
