@@ -79,6 +79,32 @@
 // once; a write already under way when the block begins waits for its
 // end, whatever the context.
 //
+// # Routes, handlers and webhooks
+//
+// Config.Routes sends each topic to the sink of the route whose pattern
+// matches it (Route documents the pattern syntax and the precedence), with
+// Config.URL as the default route: NewPublisher then returns a *Router,
+// one publisher per route. A route whose broker cannot be reached fails
+// only its own topics' Publish calls (ErrRouteUnavailable), so the engine
+// backs off those keys while the other routes' keys flow; a route that
+// could not open at start is opened again by a later Publish. A topic no
+// route matches, with no default, fails with ErrNoRoute and ends as a dead
+// letter naming it. Validate refuses a bad route naming its entry.
+//
+// HandlerRoute (or NewHandlerPublisher) makes Go functions sinks: to the
+// engine they are publishers, so they get its retries, backoff, dead
+// letters, spans and metrics. Return engine.Permanent(err) to dead-letter
+// a record at once.
+//
+// http:// and https:// URLs are webhooks: each message is POSTed (body =
+// payload; headers: X-Postrelay-Message-Id, X-Postrelay-Topic,
+// X-Postrelay-Timestamp, X-Postrelay-Meta-<key> per metadata entry,
+// percent-encoded, and Postrelay-Signature: t=<unix>,v1=<hex HMAC-SHA256
+// of "<unix>.<body>">, checked by VerifyWebhook). 2xx is delivered; 5xx,
+// 408, 429, timeouts and connection errors are retried; other answers are
+// permanent (dead-lettered at once) unless WebhookOptions.Retry4xx.
+// Redirects are not followed.
+//
 // # Secrets
 //
 // Passwords never appear in errors or logs: Redact replaces the user-info

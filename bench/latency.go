@@ -225,6 +225,7 @@ func runLatency(ctx context.Context, o options, out io.Writer) (*LatencyResult, 
 			return nil, fmt.Errorf("BENCH_TAIL_INTERVAL: %w", err)
 		}
 	}
+	cfg.Retention = o.retention
 	eng, err := engine.New(pool, pub, cfg)
 	if err != nil {
 		return nil, err

@@ -47,6 +47,7 @@ type options struct {
 	keepSchema    bool
 	publishLanes  int
 	progressEvery time.Duration
+	retention     time.Duration
 }
 
 func main() {
@@ -84,6 +85,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.out, "out", "bench/scale.svg", "scale: chart file (SVG)")
 	fs.BoolVar(&o.json, "json", false, "print one JSON object as the last line of stdout")
 	fs.BoolVar(&o.keepSchema, "keep-schema", false, "do not drop the benchmark schema")
+	fs.DurationVar(&o.retention, "retention", 0, "relays keep delivered records this long in the history table (engine Retention; 0: off)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process (latency runs the relay in it) to this file")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err

@@ -80,6 +80,9 @@ func startRelays(ctx context.Context, pool *pgxpool.Pool, o options, cfg engine.
 		if o.tracing == "on" {
 			args = append(args, "--tracing")
 		}
+		if o.retention > 0 {
+			args = append(args, "--retention", o.retention.String())
+		}
 		p := &relayProc{cmd: exec.Command(bin, args...), done: make(chan error, 1)}
 		p.cmd.Stderr = &p.stderr
 		if err := p.cmd.Start(); err != nil {
