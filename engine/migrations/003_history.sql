@@ -22,5 +22,9 @@ CREATE TABLE {{schema}}.history (
     delivered_at timestamptz NOT NULL DEFAULT now()
 ) PARTITION BY RANGE (delivered_at);
 
--- Replay reads one topic (optionally one key) in id order.
-CREATE INDEX history_topic_key_id ON {{schema}}.history (topic, key, id);
+-- Replay pages through the selected window in id order, filtering topic
+-- and key as it goes: one narrow index on id. An index on (topic, key, id)
+-- made completions with Retention cost about 2.5 times the machine CPU
+-- per record of completions without it in smoke drains (about 1.8 times
+-- with no index at all), so the hot path keeps only this one.
+CREATE INDEX history_id ON {{schema}}.history (id);
