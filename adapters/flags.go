@@ -21,6 +21,15 @@ import (
 //	--redis-max-len             Redis.MaxLen (0)
 //	--kafka-client-id           Kafka.ClientID (postrelay)
 //	--kafka-timeout             Kafka.Timeout (10s)
+//	--webhook-secret            Webhook.Secret ("")
+//	--webhook-timeout           Webhook.Timeout (10s)
+//	--webhook-concurrency       Webhook.Concurrency (16)
+//	--webhook-retry-4xx         Webhook.Retry4xx (false)
+//
+// Routes come only from files (LoadConfigFile) or Go. Prefer the
+// environment (ConfigFromEnv: POSTRELAY_WEBHOOK_SECRET) or a file's
+// secret_env to --webhook-secret, which other users can see in the process
+// list.
 //
 // Values already in c are the flags' defaults, so a Config loaded from a
 // file and then registered keeps the file's values unless a flag is set.
@@ -36,6 +45,10 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Int64Var(&c.Redis.MaxLen, "redis-max-len", d.Redis.MaxLen, "redis://: approximate maximum stream length, 0 for unlimited")
 	fs.StringVar(&c.Kafka.ClientID, "kafka-client-id", d.Kafka.ClientID, "kafka://: producer client id")
 	fs.DurationVar(&c.Kafka.Timeout, "kafka-timeout", d.Kafka.Timeout, "kafka://: produce request timeout")
+	fs.StringVar(&c.Webhook.Secret, "webhook-secret", d.Webhook.Secret, "http(s)://: HMAC-SHA256 signing secret (prefer the environment variable)")
+	fs.DurationVar(&c.Webhook.Timeout, "webhook-timeout", d.Webhook.Timeout, "http(s)://: request timeout")
+	fs.IntVar(&c.Webhook.Concurrency, "webhook-concurrency", d.Webhook.Concurrency, "http(s)://: requests in flight at once")
+	fs.BoolVar(&c.Webhook.Retry4xx, "webhook-retry-4xx", d.Webhook.Retry4xx, "http(s)://: retry 4xx answers instead of dead-lettering at once")
 }
 
 // EnvPrefixDefault is the prefix ConfigFromEnv uses when given "".

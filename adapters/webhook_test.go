@@ -308,3 +308,18 @@ func TestWebhookConnectionClosedRetried(t *testing.T) {
 	}
 	require.GreaterOrEqual(t, drops.Load(), int32(4))
 }
+
+// Webhook options come from flags and environment variables too; a webhook
+// URL without a secret is refused naming the field.
+func TestWebhookConfigFromEnv(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"POSTRELAY_BROKER": "https://hooks.example/x", "POSTRELAY_WEBHOOK_SECRET": "s",
+		"POSTRELAY_WEBHOOK_TIMEOUT": "2s", "POSTRELAY_WEBHOOK_CONCURRENCY": "3", "POSTRELAY_WEBHOOK_RETRY_4XX": "true"}
+	c, err := adapters.ConfigFromEnv("", func(k string) string { return env[k] })
+	require.NoError(t, err)
+	require.Equal(t, adapters.WebhookOptions{Secret: "s", Timeout: 2 * time.Second, Concurrency: 3, Retry4xx: true}, c.Webhook)
+	delete(env, "POSTRELAY_WEBHOOK_SECRET")
+	_, err = adapters.ConfigFromEnv("", func(k string) string { return env[k] })
+	require.ErrorIs(t, err, adapters.ErrInvalidConfig)
+	require.Contains(t, err.Error(), "Webhook.Secret")
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"io"
+	"os"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -106,6 +107,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			fileCfg.URL = bcfg.URL
 			bcfg = fileCfg
 		}
+	}
+	if bcfg.Webhook.Secret == "" { // a webhook --broker: its secret from the environment only
+		bcfg.Webhook.Secret = os.Getenv("POSTRELAY_WEBHOOK_SECRET")
 	}
 	bcfg.Logger = log
 
