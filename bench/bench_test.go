@@ -178,3 +178,41 @@ func TestCPUPerRecord(t *testing.T) {
 	require.Positive(t, a, "/proc/stat unreadable")
 	require.GreaterOrEqual(t, machineCPU(), a)
 }
+
+// The report renders a run with River and the forwarder: the steady-load
+// table per rate (spreads shown), the COMMIT cost table, and a run from
+// before the River baseline (no Systems) still renders.
+func TestResultsMarkdown(t *testing.T) {
+	t.Parallel()
+	runs := []SystemRun{
+		{System: sysPostrelay, AchievedRate: 1000, P50MS: 4, P99MS: 20, MaxMS: 50, CommitP50MS: 1, CommitP99MS: 11, CPUPerRecordUS: 900},
+		{System: sysRiver, AchievedRate: 990, P50MS: 5, P99MS: 40, MaxMS: 90, CommitP50MS: 1.2, CommitP99MS: 15, CPUPerRecordUS: 1300},
+		{System: sysForwarder, AchievedRate: 1000, P50MS: 3, P99MS: 18, MaxMS: 40, CommitP50MS: 1.1, CommitP99MS: 12, CPUPerRecordUS: 1100},
+		{System: sysPlain, AchievedRate: 1000, CommitP50MS: 1, CommitP99MS: 10, CPUPerRecordUS: 700},
+		{System: sysPostrelay, AchievedRate: 1000, P50MS: 6, P99MS: 30, MaxMS: 70, CommitP50MS: 1, CommitP99MS: 12, CPUPerRecordUS: 950},
+	}
+	systems := []string{sysPostrelay, sysRiver, sysForwarder, sysPlain}
+	lat := &LatencyResult{TargetRate: 1000, Rounds: 2, DurationSec: 10, WarmupSec: 2, P99MS: 25, Systems: summarize(systems, runs), Runs: runs}
+	old := &LatencyResult{TargetRate: 5000, P99MS: 60, Baseline: sysForwarder, BaselineP99MS: 40, P99Ratio: 40.0 / 60}
+	d := &DrainResult{Records: 100, RecordsPerSec: 1000}
+	d.addBaseline(BaselineDrain{System: sysRiver, Records: 100, RecordsPerSec: 200, Ratio: 5})
+	r := &AllResult{
+		Date: "2026-12-01", Machine: "test", Baselines: []string{sysRiver, sysForwarder},
+		River:    &riverConfig{MaxWorkers: 2000, FetchCooldown: 2 * time.Millisecond, FetchPollInterval: 20 * time.Millisecond},
+		Catalogs: &CatalogReport{Autovacuum: "off", Before: []CatalogStat{{Name: "pg_class", SizeMB: 2, LiveRows: 400, DeadRows: 5000}}},
+		Drain:    d, DrainDelay: d, DrainMillion: d, DrainTracing: d,
+		Latency1000: lat, Latency5000: old, Scale: &ScaleResult{},
+		Write: &WriteResult{CommitCost: []CommitCostAt{{Rate: 1000, Rounds: 2, Systems: summarize(systems, runs)}}},
+	}
+	md := resultsMarkdown(r)
+	require.Contains(t, md, "`go run ./bench all --baseline river,watermill-forwarder`")
+	require.Contains(t, md, "MaxWorkers 2000, FetchCooldown 2ms, FetchPollInterval 20ms")
+	require.Contains(t, md, "pg_class 2.0 MB, 400 live / 5000 dead rows")
+	require.Contains(t, md, "| 200 rec/s (100 records;")
+	require.Contains(t, md, "5.0× River")
+	require.Contains(t, md, "| postrelay | 1000 | 5.0 (4.0–6.0) | 25.0 (20.0–30.0) |")
+	require.Contains(t, md, "| River | 990 | 5.0 | 40.0 |")
+	require.Contains(t, md, "p99 0.62× River's, p99 1.39× the forwarder's")
+	require.Contains(t, md, "| 1000 | postrelay | 1000 | 1.00 | 11.5 (11.0–12.0) | 1.00× | 1.15× |")
+	require.Contains(t, md, "latency at 5000 rec/s (achieved 0), from just before COMMIT")
+}
