@@ -314,9 +314,7 @@ func startPostrelay(ctx context.Context, o options, pub message.Publisher) (*run
 			return fail(fmt.Errorf("postrelay relay leased fewer than %d partitions in 60s", cfg.Partitions))
 		}
 	}
-	drained := make(chan struct{})
 	go func() {
-		defer close(drained)
 		for range events { // keep draining; the hub drops when full anyway
 		}
 	}()
