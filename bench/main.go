@@ -1,7 +1,10 @@
 // Command bench measures postrelay: drain throughput, commit-to-publish
 // latency, scaling over relay processes, and the cost of the outbox to the
-// writing application, with Watermill's forwarder (watermill-sql/v4) as the
-// baseline in the same run.
+// writing application, with River (v0.51.2, used as an outbox) and
+// Watermill's forwarder (watermill-sql/v4) as baselines in the same run
+// (--baseline river,watermill-forwarder). Steady-load runs alternate the
+// systems round by round (--rounds) with the same producers and the same
+// latency clock (just before the producer's business INSERT).
 //
 //	go run ./bench drain    [--records 200000] [--keys 1000] [--instances 1] [--publish-delay 0] [--tracing off] [--baseline river,watermill-forwarder]
 //	go run ./bench latency  [--rate 1000[,3000,5000]] [--duration 10s] [--warmup 2s] [--rounds 1] [--baseline river,watermill-forwarder]
