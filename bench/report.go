@@ -119,6 +119,10 @@ func resultsMarkdown(r *AllResult) string {
 				ratios = append(ratios, fmt.Sprintf("p99 %.2f× %s's", l.P99MS/s.P99MS.Median, displayName(sys)))
 			}
 		}
+		target = "achieved ≥ the best peer's, p99 ≤ the best peer's"
+		if l.TargetRate <= 1000 {
+			target = "p99 ≤ 0.5× the better peer's; p50 and CPU per record ≤ its"
+		}
 		p("| steady load at %d rec/s offered (achieved %.0f), medians of %d rounds | p50 %.1f / p90 %.1f / p99 %.1f / max %.1f ms (COMMIT itself p99 %.1f ms; %.0f µs machine CPU per record) | %s | %s | %s | %s |\n",
 			l.TargetRate, l.AchievedRate, l.Rounds, l.P50MS, l.P90MS, l.P99MS, l.MaxMS, l.CommitP99MS, l.CPUPerRecordUS,
 			cell(sysRiver), cell(sysForwarder), strings.Join(ratios, ", "), target)
