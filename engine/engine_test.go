@@ -192,7 +192,13 @@ func TestPoisonRecordIsRetriedThenDeadLetteredWhileOthersFlow(t *testing.T) {
 func TestDelayedRecordWaitsAndHoldsItsKey(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	start(t, b, b.cfg, b.pub)
+	r := start(t, b, b.cfg, b.pub)
+	// Write once the engine holds its partitions: written earlier, with a
+	// start-up longer than the delay both records would be due at once and
+	// their order up to the scheduler.
+	for range b.cfg.Partitions {
+		r.waitEvent(t, 10*time.Second, func(e engine.Event) bool { return e.Kind == engine.EventLeaseAcquired })
+	}
 	const delay = 700 * time.Millisecond
 	written := time.Now()
 	writeTx(t, b, true,

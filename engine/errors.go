@@ -32,8 +32,10 @@ var (
 	// cannot write through.
 	ErrUnsupportedTx = errors.New("postrelay: unsupported transaction type")
 
-	// ErrEngineRunning is returned by Run when the engine is already running.
-	ErrEngineRunning = errors.New("postrelay: engine already running")
+	// ErrEngineStarted is returned by a second call of Run, whether the
+	// first is still running or has returned: an engine runs once; create
+	// another with New to run again.
+	ErrEngineStarted = errors.New("postrelay: engine already started (an engine runs once; create another with New)")
 
 	// ErrShutdown is the cancel cause an engine gives its actors on a
 	// graceful stop.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -13,6 +15,66 @@ import (
 
 	"github.com/postrelay/postrelay/actors"
 )
+
+// partitionConfig is the part of Config a partition actor reads.
+type partitionConfig struct {
+	instance           string
+	batchSize          int
+	pollInterval       time.Duration
+	publishConcurrency int
+	publishTimeout     time.Duration
+	stopTimeout        time.Duration
+	maxAttempts        int
+	retryDelay         func(attempt int) time.Duration
+	logger             *slog.Logger
+	observer           Observer
+}
+
+func partitionConfigFrom(c Config) partitionConfig {
+	return partitionConfig{
+		instance:           c.InstanceID,
+		batchSize:          c.BatchSize,
+		pollInterval:       c.PollInterval,
+		publishConcurrency: c.PublishConcurrency,
+		publishTimeout:     c.PublishTimeout,
+		stopTimeout:        c.StopTimeout,
+		maxAttempts:        c.MaxAttempts,
+		retryDelay:         c.retryDelay,
+		logger:             c.Logger,
+		observer:           c.Observer,
+	}
+}
+
+// partitionDeps is what every partition actor uses, built once by
+// Engine.Run and shared by all of them.
+type partitionDeps struct {
+	cfg partitionConfig
+	// batch fetches and completes batches through shared statements.
+	batch *batcher
+	// leases reads a partition's lease when an actor starts.
+	leases *store
+	// publish publishes one message (safePublisher.publish).
+	publish func(topic string, msg *message.Message) error
+	// emit hands an event to Engine.Events and the Observer.
+	emit func(Event)
+	// fastSlots bounds the batches in flight for a fast broker.
+	fastSlots chan struct{}
+	// inFlight bounds the Publish calls in flight (Config.MaxInFlight); nil
+	// means no bound.
+	inFlight chan struct{}
+}
+
+// safePublisher calls a publisher, turning a panic into an error.
+type safePublisher struct{ p message.Publisher }
+
+func (s safePublisher) publish(topic string, msg *message.Message) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("postrelay: publisher panicked: %v\n%s", r, debug.Stack())
+		}
+	}()
+	return s.p.Publish(topic, msg)
+}
 
 // leaseMsg is a control message from the coordinator to a partition actor.
 type leaseMsg struct {
@@ -53,7 +115,7 @@ func (s *partitionState) apply(e Event) {
 // partitionActor relays one owned partition: fetch in id order, publish,
 // complete in one fenced statement.
 type partitionActor struct {
-	e       *Engine
+	d       *partitionDeps
 	p       int
 	mailbox *actors.Mailbox[leaseMsg]
 	waker   *actors.Waker
@@ -104,12 +166,12 @@ func publishEstimate(prev, fastest time.Duration) time.Duration {
 	return (prev*3 + fastest) / 4
 }
 
-func newPartitionActor(e *Engine, p int, epoch int64, deadline time.Time) *partitionActor {
+func newPartitionActor(d *partitionDeps, p int, epoch int64, deadline time.Time, mailbox *actors.Mailbox[leaseMsg], waker *actors.Waker) *partitionActor {
 	a := &partitionActor{
-		e:       e,
+		d:       d,
 		p:       p,
-		mailbox: actors.NewMailbox[leaseMsg](1),
-		waker:   e.wakers[p],
+		mailbox: mailbox,
+		waker:   waker,
 	}
 	a.st.epoch = epoch
 	a.st.leaseDeadline = deadline
@@ -121,7 +183,7 @@ func newPartitionActor(e *Engine, p int, epoch int64, deadline time.Time) *parti
 // it to the supervisor, which restarts it with backoff; the restarted actor
 // rebuilds its state from the database.
 func (a *partitionActor) Serve(ctx context.Context) error {
-	log := a.e.cfg.Logger.With("partition", a.p, "epoch", a.st.epoch)
+	log := a.d.cfg.logger.With("partition", a.p, "epoch", a.st.epoch)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	<-timer.C
@@ -137,7 +199,7 @@ func (a *partitionActor) Serve(ctx context.Context) error {
 		if !a.leaseValid() {
 			// The lease may have expired locally while the coordinator
 			// could not renew it: publish nothing until it is renewed.
-			wait = a.e.cfg.PollInterval
+			wait = a.d.cfg.pollInterval
 		} else {
 			n, err := a.runBatch(ctx)
 			if err != nil {
@@ -151,10 +213,10 @@ func (a *partitionActor) Serve(ctx context.Context) error {
 				log.Warn("postrelay: partition batch failed", "error", err)
 				return err
 			}
-			if n == a.e.cfg.BatchSize {
+			if n == a.d.cfg.batchSize {
 				continue // a full batch: more is waiting
 			}
-			wait = a.e.cfg.PollInterval
+			wait = a.d.cfg.pollInterval
 			if d, ok := a.nextHeld, a.hasHeld; ok && d < wait {
 				// Be back when the next held record (delay or backoff)
 				// becomes available, if that is sooner than the poll.
@@ -202,14 +264,14 @@ func (a *partitionActor) leaseValid() bool {
 }
 
 func (a *partitionActor) lose(err error) {
-	a.e.cfg.Logger.Warn("postrelay: partition lease lost, stopping without committing", "partition", a.p, "epoch", a.st.epoch, "error", err)
+	a.d.cfg.logger.Warn("postrelay: partition lease lost, stopping without committing", "partition", a.p, "epoch", a.st.epoch, "error", err)
 	e := a.event(EventLeaseLost)
 	e.Err = err
 	a.st.apply(e) // the coordinator emits the event when the actor exits
 }
 
 func (a *partitionActor) event(kind EventKind) Event {
-	return Event{Kind: kind, Time: time.Now(), Instance: a.e.cfg.InstanceID, Partition: a.p, Epoch: a.st.epoch}
+	return Event{Kind: kind, Time: time.Now(), Instance: a.d.cfg.instance, Partition: a.p, Epoch: a.st.epoch}
 }
 
 // runBatch fetches, publishes and completes one batch and returns how many
@@ -221,13 +283,13 @@ func (a *partitionActor) runBatch(ctx context.Context) (int, error) {
 	// their batches wait on the network.
 	if a.publishEWMA < parallelPublishThreshold {
 		select {
-		case a.e.fastSlots <- struct{}{}:
-			defer func() { <-a.e.fastSlots }()
+		case a.d.fastSlots <- struct{}{}:
+			defer func() { <-a.d.fastSlots }()
 		case <-ctx.Done():
 			return 0, nil
 		}
 	}
-	res, err := a.e.batch.fetchBatch(ctx, a.p, a.e.cfg.BatchSize)
+	res, err := a.d.batch.fetchBatch(ctx, a.p, a.d.cfg.batchSize)
 	if err != nil {
 		return 0, fmt.Errorf("postrelay: partition %d: fetch: %w", a.p, err)
 	}
@@ -245,7 +307,7 @@ func (a *partitionActor) runBatch(ctx context.Context) (int, error) {
 	fetchedAt := time.Now()
 	fe := a.event(EventBatchFetched)
 	fe.Count = len(batch)
-	a.e.emit(fe)
+	a.d.emit(fe)
 
 	a.done.reset()
 	a.pending = a.pending[:0]
@@ -253,7 +315,7 @@ func (a *partitionActor) runBatch(ctx context.Context) (int, error) {
 	// Publishing keys in parallel pays off only when a publish waits on the
 	// network; for a broker that answers in microseconds the goroutines
 	// cost more than they save.
-	if a.e.cfg.PublishConcurrency == 1 || a.publishEWMA < parallelPublishThreshold {
+	if a.d.cfg.publishConcurrency == 1 || a.publishEWMA < parallelPublishThreshold {
 		a.publishSequential(ctx, batch, fetchedAt)
 	} else if lanes := a.lanes(batch); len(lanes) <= 1 {
 		a.publishSequential(ctx, batch, fetchedAt)
@@ -264,9 +326,9 @@ func (a *partitionActor) runBatch(ctx context.Context) (int, error) {
 	if a.done.empty() {
 		return len(batch), nil
 	}
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.e.cfg.StopTimeout)
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.d.cfg.stopTimeout)
 	defer cancel()
-	if err := a.e.batch.completeBatch(cctx, a.p, a.st.epoch, &a.done); err != nil {
+	if err := a.d.batch.completeBatch(cctx, a.p, a.st.epoch, &a.done); err != nil {
 		if errors.Is(err, ErrLeaseLost) {
 			return len(batch), err
 		}
@@ -274,7 +336,7 @@ func (a *partitionActor) runBatch(ctx context.Context) (int, error) {
 	}
 	for _, e := range a.pending {
 		a.st.apply(e)
-		a.e.emit(e)
+		a.d.emit(e)
 	}
 	return len(batch), nil
 }
@@ -309,7 +371,7 @@ func (a *partitionActor) publishSequential(ctx context.Context, batch []fetched,
 // lanes groups the batch's record indexes by key, in id order within a lane
 // and lanes in the order of their first record.
 func (a *partitionActor) lanes(batch []fetched) [][]int {
-	if a.e.cfg.PublishConcurrency == 1 {
+	if a.d.cfg.publishConcurrency == 1 {
 		return nil
 	}
 	byKey := make(map[string]int, 16)
@@ -342,7 +404,7 @@ func (a *partitionActor) publishLanes(ctx context.Context, batch []fetched, lane
 	close(work)
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	for range min(a.e.cfg.PublishConcurrency, len(lanes)) {
+	for range min(a.d.cfg.publishConcurrency, len(lanes)) {
 		wg.Go(func() {
 			for lane := range work {
 				for _, i := range lane {
@@ -410,7 +472,7 @@ func (a *partitionActor) record(o outcome) {
 // from several goroutines for records of different keys.
 func (a *partitionActor) deliver(ctx context.Context, r *fetched, fetchedAt time.Time) outcome {
 	attempt := r.attempts + 1
-	ev := Event{Kind: EventDelivered, Time: time.Now(), Instance: a.e.cfg.InstanceID, Partition: a.p, Epoch: a.st.epoch,
+	ev := Event{Kind: EventDelivered, Time: time.Now(), Instance: a.d.cfg.instance, Partition: a.p, Epoch: a.st.epoch,
 		RecordID: r.id, Key: r.key, Topic: r.topic, MessageID: r.messageID, Attempt: attempt}
 
 	if r.mdErr != nil { // cannot be published as it is: dead-letter now
@@ -426,18 +488,18 @@ func (a *partitionActor) deliver(ctx context.Context, r *fetched, fetchedAt time
 	msg := message.NewMessage(r.messageID, r.payload)
 	msg.Metadata = md
 
-	pctx, cancel := context.WithTimeout(ctx, a.e.cfg.PublishTimeout)
+	pctx, cancel := context.WithTimeout(ctx, a.d.cfg.publishTimeout)
 	defer cancel()
 	var finish AttemptFinisher
-	if obs := a.e.cfg.Observer; obs != nil {
+	if obs := a.d.cfg.observer; obs != nil {
 		pctx, finish = obs.StartAttempt(pctx, Attempt{
-			Instance: a.e.cfg.InstanceID, Partition: a.p, RecordID: r.id, Key: r.key, Topic: r.topic,
+			Instance: a.d.cfg.instance, Partition: a.p, RecordID: r.id, Key: r.key, Topic: r.topic,
 			MessageID: r.messageID, Attempt: attempt, CreatedAt: r.createdAt, Metadata: md,
 		}, msg)
 	}
 	msg.SetContext(pctx)
 
-	if sem := a.e.sem; sem != nil {
+	if sem := a.d.inFlight; sem != nil {
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
@@ -449,10 +511,10 @@ func (a *partitionActor) deliver(ctx context.Context, r *fetched, fetchedAt time
 		}
 	}
 	start := time.Now()
-	err := a.e.publish(r.topic, msg)
+	err := a.d.publish(r.topic, msg)
 	ev.Duration = time.Since(start)
-	if a.e.sem != nil {
-		<-a.e.sem
+	if a.d.inFlight != nil {
+		<-a.d.inFlight
 	}
 	ev.Lag = r.age + start.Sub(fetchedAt)
 
@@ -464,14 +526,14 @@ func (a *partitionActor) deliver(ctx context.Context, r *fetched, fetchedAt time
 	}
 	ev.Err = err
 	o := outcome{err: truncateError(err)}
-	if attempt >= a.e.cfg.MaxAttempts {
+	if attempt >= a.d.cfg.maxAttempts {
 		ev.Kind = EventDeadLettered
 		if finish != nil {
 			finish.FinishAttempt(AttemptResult{Outcome: OutcomeDeadLettered, Err: err, Duration: ev.Duration})
 		}
 	} else {
 		ev.Kind = EventFailed
-		ev.Delay = a.e.cfg.retryDelay(attempt)
+		ev.Delay = a.d.cfg.retryDelay(attempt)
 		o.delay = ev.Delay
 		if finish != nil {
 			finish.FinishAttempt(AttemptResult{Outcome: OutcomeRetry, Err: err, Duration: ev.Duration})

@@ -19,9 +19,11 @@ type store struct {
 	pool *pgxpool.Pool
 	// hot runs the statements of the delivery path (fetch, completion,
 	// tail) when set: the engine's own small pool whose sessions use
-	// generic plans (see Engine.Run). Unset, they run on pool.
+	// generic plans (see openHotPool). Unset, they run on pool.
 	hot *pgxpool.Pool
 	cfg Config
+	// partitions is the schema's partition count, read by openStore.
+	partitions int
 
 	sqlHeartbeat, sqlLiveInstances, sqlDeleteInstance, sqlReapInstances string
 	sqlAcquire, sqlRenew, sqlRelease, sqlReleaseAll                     string
@@ -135,6 +137,32 @@ func newStore(pool *pgxpool.Pool, cfg Config) *store {
 				SELECT * FROM dead
 			)
 			SELECT coalesce((SELECT array_agg(partition) FROM lease), '{}'::int[])`,
+	}
+}
+
+// openStore checks that the schema is migrated to this binary's version,
+// reads its partition count and opens the delivery pool (openHotPool): the
+// store an Engine runs on. close releases the delivery pool.
+func openStore(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*store, error) {
+	if err := checkVersion(ctx, pool, cfg); err != nil {
+		return nil, err
+	}
+	n, err := readPartitions(ctx, pool, cfg)
+	if err != nil {
+		return nil, err
+	}
+	s := newStore(pool, cfg)
+	s.partitions = n
+	if s.hot, err = openHotPool(ctx, pool, s.sqlFetch, s.sqlComplete, s.sqlTail); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// close closes the delivery pool, if open.
+func (s *store) close() {
+	if s.hot != nil {
+		s.hot.Close()
 	}
 }
 
