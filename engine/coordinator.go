@@ -123,9 +123,9 @@ func (c *coordinator) Serve(ctx context.Context) error {
 // forget long-dead instances. A database error ends the tick early; the
 // next one starts over.
 func (c *coordinator) tick(ctx context.Context) {
-	// The lease deadline the actors get: the local time the renewal (or
-	// acquisition) was sent plus the TTL; the database set lease_until from
-	// a later now().
+	// The lease deadline renewals give the actors: the local time the
+	// renewal was sent (or earlier) plus the TTL; the database sets
+	// lease_until from a later now().
 	deadline := time.Now().Add(c.d.cfg.leaseTTL)
 	if !c.heartbeat(ctx) || !c.renew(ctx, deadline) {
 		return
@@ -137,7 +137,7 @@ func (c *coordinator) tick(ctx context.Context) {
 	desired := assign(c.d.cfg.instance, live, c.d.partitions)
 	c.releaseUnwanted(desired)
 	c.releaseOverdue(ctx)
-	if !c.acquire(ctx, desired, deadline) {
+	if !c.acquire(ctx, desired) {
 		return
 	}
 	c.reap(ctx)
@@ -238,7 +238,7 @@ func (c *coordinator) releaseOverdue(ctx context.Context) {
 
 // acquire takes the desired partitions that are free or expired and starts
 // their actors.
-func (c *coordinator) acquire(ctx context.Context, desired []int, deadline time.Time) bool {
+func (c *coordinator) acquire(ctx context.Context, desired []int) bool {
 	var missing []int32
 	for _, p := range desired {
 		if _, ok := c.held[p]; !ok {
@@ -254,7 +254,7 @@ func (c *coordinator) acquire(ctx context.Context, desired []int, deadline time.
 		return false
 	}
 	for p, epoch := range got {
-		c.start(ctx, p, epoch, deadline)
+		c.start(ctx, p, epoch)
 	}
 	return true
 }
@@ -274,16 +274,18 @@ func (c *coordinator) event(kind EventKind) Event {
 	return Event{Kind: kind, Time: time.Now(), Instance: c.d.cfg.instance}
 }
 
-// start starts the actor of a partition just acquired, and watches it: its
-// exit comes back as a message in the coordinator's mailbox.
-func (c *coordinator) start(ctx context.Context, p int, epoch int64, deadline time.Time) {
+// start starts the actor of a partition just acquired, bound to its epoch,
+// and watches it: its exit comes back as a message in the coordinator's
+// mailbox. The actor reads the lease itself when it starts (and again on
+// every restart); it learns of renewals from the coordinator's messages.
+func (c *coordinator) start(ctx context.Context, p int, epoch int64) {
 	e := c.event(EventLeaseAcquired)
 	e.Partition, e.Epoch = p, epoch
 	c.d.emit(e)
 	c.d.cfg.logger.Debug("postrelay: coordinator acquired partition", "partition", p, "epoch", epoch)
 	deps, waker := c.d.partition, c.d.wakers[p]
 	ref := actors.SpawnTyped(ctx, c.parts, "partition-"+itoa(p), 1, func(mb *actors.Mailbox[leaseMsg]) actors.Actor {
-		return newPartitionActor(deps, p, epoch, deadline, mb, waker)
+		return newPartitionActor(deps, p, epoch, mb, waker)
 	})
 	actors.Watch(ctx, ref.Ref, c.mailbox, func(x actors.Exit) coordMsg { return coordMsg{exit: x} })
 	c.held[p] = &held{epoch: epoch, ref: ref}

@@ -80,6 +80,10 @@ type Event struct {
 	Lag      time.Duration
 
 	Count int // records in a batch, or live instances
+
+	// leaseUntil is the local lease deadline of the lease events a
+	// partition actor applies to its own state (see partitionState).
+	leaseUntil time.Time
 }
 
 // eventHub fans events out to subscribers without ever blocking the sender.

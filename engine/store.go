@@ -26,7 +26,7 @@ type store struct {
 	partitions int
 
 	sqlHeartbeat, sqlLiveInstances, sqlDeleteInstance, sqlReapInstances string
-	sqlAcquire, sqlRenew, sqlRelease, sqlReleaseAll                     string
+	sqlAcquire, sqlRenew, sqlRelease, sqlReleaseAll, sqlReadLease       string
 	sqlFetch, sqlComplete, sqlTail                                      string
 }
 
@@ -61,6 +61,8 @@ func newStore(pool *pgxpool.Pool, cfg Config) *store {
 		sqlRelease: `UPDATE ` + partitions + ` SET owner = NULL, lease_until = NULL
 			WHERE partition = $1 AND owner = $2 AND epoch = $3`,
 		sqlReleaseAll: `UPDATE ` + partitions + ` SET owner = NULL, lease_until = NULL WHERE owner = $1`,
+		sqlReadLease: `SELECT coalesce(owner, ''), epoch, coalesce(extract(epoch FROM lease_until - now()), 0)::float8
+			FROM ` + partitions + ` WHERE partition = $1`,
 		// Fetch the oldest available records of each requested partition
 		// (one LATERAL branch per partition, each with its own limit),
 		// skipping every record whose key has an earlier record still held
@@ -315,6 +317,22 @@ func (s *store) renew(ctx context.Context, me string, ttl time.Duration, ps []in
 		return nil
 	})
 	return renewed, err
+}
+
+// lease is a partition's row in the partitions table.
+type lease struct {
+	owner     string        // "" when free
+	epoch     int64         // incremented by every acquisition
+	remaining time.Duration // lease_until - now() on the database clock; 0 or less: expired
+}
+
+// readLease reads partition p's lease.
+func (s *store) readLease(ctx context.Context, p int) (lease, error) {
+	var l lease
+	var sec float64
+	err := s.pool.QueryRow(ctx, s.sqlReadLease, p).Scan(&l.owner, &l.epoch, &sec)
+	l.remaining = time.Duration(sec * float64(time.Second))
+	return l, err
 }
 
 func (s *store) release(ctx context.Context, me string, p int, epoch int64) error {
