@@ -373,9 +373,10 @@ func TestBadInputGetsClearErrors(t *testing.T) {
 	err = engine.NewWriter(small).Write(ctx, tx, engine.Record{Topic: "t", Payload: make([]byte, 11)})
 	require.ErrorContains(t, err, "payload is 11 bytes, more than MaxPayloadBytes (10)")
 
-	err = b.writer.Write(ctx, "not a tx", rec("t", "k", 1))
+	var noTx pgx.Tx // a wrong type no longer compiles; nil is refused
+	err = b.writer.Write(ctx, noTx, rec("t", "k", 1))
 	require.ErrorIs(t, err, engine.ErrUnsupportedTx)
-	require.ErrorContains(t, err, "string")
+	require.ErrorContains(t, err, "tx is nil")
 
 	bad := b.cfg
 	bad.Schema = "Robert'); DROP TABLE students;--"

@@ -28,8 +28,8 @@ var (
 	// ErrInvalidRecord wraps every error about a record passed to Writer.Write.
 	ErrInvalidRecord = errors.New("postrelay: invalid record")
 
-	// ErrUnsupportedTx is returned by Writer.Write for a transaction type it
-	// cannot write through.
+	// ErrUnsupportedTx is returned by Writer.Write for a nil transaction
+	// (the compiler refuses any other type but Tx).
 	ErrUnsupportedTx = errors.New("postrelay: unsupported transaction type")
 
 	// ErrEngineStarted is returned by a second call of Run, whether the

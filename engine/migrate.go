@@ -142,8 +142,15 @@ func Migrate(ctx context.Context, db Beginner, cfg Config) error {
 	return nil
 }
 
-// readPartitions reads the partition count fixed at creation.
-func readPartitions(ctx context.Context, q Execer, cfg Config) (int, error) {
+// rowQuerier runs a query returning one row: Execer, Tx and pgx.Tx are
+// rowQueriers.
+type rowQuerier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// readPartitions reads the partition count fixed at creation. It is the one
+// place the count is read: by Migrate, the Writer, the Engine and Status.
+func readPartitions(ctx context.Context, q rowQuerier, cfg Config) (int, error) {
 	var v string
 	err := q.QueryRow(ctx, "SELECT value FROM "+cfg.ident("meta")+" WHERE key = 'partitions'").Scan(&v)
 	if err != nil {
@@ -162,7 +169,7 @@ func readPartitions(ctx context.Context, q Execer, cfg Config) (int, error) {
 
 // checkVersion returns an error unless the schema is migrated to exactly the
 // version this binary knows.
-func checkVersion(ctx context.Context, q Execer, cfg Config) error {
+func checkVersion(ctx context.Context, q rowQuerier, cfg Config) error {
 	var current int
 	err := q.QueryRow(ctx, "SELECT coalesce(max(version), 0) FROM "+cfg.ident("schema_migrations")).Scan(&current)
 	if err != nil {

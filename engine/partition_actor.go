@@ -76,7 +76,6 @@ func (s safePublisher) publish(topic string, msg *message.Message) (err error) {
 	return s.p.Publish(topic, msg)
 }
 
-
 // leaseMsg is what the coordinator tells a partition actor about its lease:
 // renewed until deadline (the local time the renewal was sent plus the TTL;
 // the database set lease_until from a later now()), or lost (the renewal
