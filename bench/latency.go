@@ -229,7 +229,7 @@ func runLatency(ctx context.Context, o options, out io.Writer) (*LatencyResult, 
 	if err != nil {
 		return nil, err
 	}
-	events := eng.Events()
+	events, _ := eng.Events() // every kind, as before the kinds filter (closed when Run returns)
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- eng.Run(runCtx) }()

@@ -58,11 +58,13 @@ func (e *Engine) Config() Config { return e.cfg }
 // InstanceID returns the id this engine registers as.
 func (e *Engine) InstanceID() string { return e.cfg.InstanceID }
 
-// Events returns a new subscription to the engine's lifecycle events. The
-// channel has Config.EventBuffer capacity; events a slow reader has no room
-// for are dropped (see DroppedEvents), never blocking delivery. It is closed
-// when Run returns.
-func (e *Engine) Events() <-chan Event { return e.hub.subscribe() }
+// Events returns a new subscription to the engine's events of the given
+// kinds (none: every kind) and the function that ends it. The channel has
+// Config.EventBuffer capacity; events a slow reader has no room for are
+// dropped (see DroppedEvents), never blocking delivery. It is closed when
+// the subscription is ended (the function is idempotent) or when Run
+// returns. A subscription made after Run returned is closed at once.
+func (e *Engine) Events(kinds ...EventKind) (<-chan Event, func()) { return e.hub.subscribe(kinds) }
 
 // DroppedEvents returns how many events subscribers had no room for.
 func (e *Engine) DroppedEvents() int64 { return e.hub.dropped.Load() }

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/postrelay/postrelay/engine"
+	"github.com/postrelay/postrelay/internal/recorder"
 )
 
 // A graceful stop releases every lease the engine holds: each acquired
@@ -99,4 +100,57 @@ func TestRunReturnsNilWhenCancelledDuringStartup(t *testing.T) {
 		require.True(t, armed.Load())
 		require.Error(t, ctx.Err(), "the context was cancelled during start-up")
 	})
+}
+
+// Events(kinds...) delivers only those kinds; ending a subscription closes
+// its channel at once (and again is harmless), while the others go on.
+func TestEventsFiltersKindsAndUnsubscribes(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	eng, err := engine.New(b.pool, b.pub, b.cfg)
+	require.NoError(t, err)
+	leases, endLeases := eng.Events(engine.EventLeaseAcquired, engine.EventLeaseReleased)
+	gone, endGone := eng.Events()
+	endGone()
+	endGone()
+	_, open := <-gone
+	require.False(t, open, "an ended subscription is closed")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- eng.Run(ctx) }()
+	for range b.cfg.Partitions {
+		select {
+		case e := <-leases:
+			require.Equal(t, engine.EventLeaseAcquired, e.Kind)
+		case <-time.After(10 * time.Second):
+			t.Fatal("no lease acquired within 10s")
+		}
+	}
+	writeTx(t, b, true, rec("t", "k", 1))
+	require.NoError(t, b.pub.WaitFor(10*time.Second, func(ds []recorder.Delivery) bool { return len(ds) == 1 }))
+	cancel()
+	require.NoError(t, <-done)
+	for e := range leases { // closed when Run returned
+		require.Equal(t, engine.EventLeaseReleased, e.Kind, "only the kinds asked for")
+	}
+	endLeases() // after Run returned: harmless
+	late, _ := eng.Events()
+	_, open = <-late
+	require.False(t, open, "a subscription after Run returned is closed")
+}
+
+// An engine runs once: a second Run, during or after the first, says so
+// with ErrEngineStarted.
+func TestSecondRunReturnsErrEngineStarted(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	r := start(t, b, b.cfg, b.pub)
+	r.waitEvent(t, 10*time.Second, func(e engine.Event) bool { return e.Kind == engine.EventLeaseAcquired })
+	err := r.eng.Run(context.Background())
+	require.ErrorIs(t, err, engine.ErrEngineStarted, "while running")
+	require.NoError(t, r.stop())
+	err = r.eng.Run(context.Background())
+	require.ErrorIs(t, err, engine.ErrEngineStarted, "after a clean stop")
+	require.ErrorContains(t, err, "an engine runs once")
 }
