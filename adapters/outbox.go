@@ -46,7 +46,7 @@ func (p *TxPublisher) Publish(topic string, msgs ...*message.Message) error {
 	}
 	recs := make([]engine.Record, len(msgs))
 	for i, m := range msgs {
-		key := m.Metadata.Get(KeyMetadata)
+		key := m.Metadata.Get(engine.MetadataKey)
 		if key == "" && p.keyFunc != nil {
 			key = p.keyFunc(topic, m)
 		}
