@@ -13,8 +13,19 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// store holds every SQL statement the engine runs. Statements are built once
-// from the validated schema name; values always travel as parameters.
+// The engine's SQL lives in the store files, one per concern, each built
+// once from the validated schema name, values always as parameters:
+//
+//   - store.go: the relay's statements — membership, leases, fetch,
+//     completion, tail — and the delivery pool they run on;
+//   - store_schema.go: around the migrations (migrations/*.sql), the
+//     version check and the partition count (read there only);
+//   - store_admin.go: Admin's status and dead-letter statements.
+//
+// The Writer builds its INSERT, COPY and NOTIFY statements itself
+// (writer.go): their text depends on the row count and is cached there.
+
+// store holds the relay's statements (see above).
 type store struct {
 	pool *pgxpool.Pool
 	// hot runs the statements of the delivery path (fetch, completion,
