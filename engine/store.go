@@ -195,15 +195,14 @@ const hotConns = 2*batcherSlots + 1
 // openHotPool returns the engine's own pool for the delivery path: the
 // user's pool configuration (credentials, TLS, hooks) with hotConns
 // connections, all opened before it returns, each with the statements in
-// prepare already prepared (a new connection and its first execution of the
-// completion measured 40-60 ms on a loaded 2-core machine, which the first
-// records after a start waited for). Its sessions set
+// prepare already prepared (a new connection's first completion is slow,
+// and the first records after a start waited for it: bench/README.md, "Warm
+// delivery pool"). Its sessions set
 //
 //   - plan_cache_mode = force_generic_plan. The delivery statements take
 //     array parameters whose values change every call; left to itself
-//     PostgreSQL re-plans them on every execution (about 0.5 ms for the
-//     fetch), which measured 7 % of the machine's CPU per record at 1,500
-//     records/s and doubled the median latency.
+//     PostgreSQL re-plans them on every execution, which cost CPU and
+//     latency (bench/README.md, "Generic plans").
 //   - enable_seqscan = off and enable_bitmapscan = off. Only the engine's
 //     own statements run here, and each is right only on its indexes; a
 //     session keeps the generic plan it built first, usually on an empty
