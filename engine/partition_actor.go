@@ -16,6 +16,22 @@ import (
 	"github.com/postrelay/postrelay/actors"
 )
 
+// A partition actor relays one partition this instance holds a lease on.
+// The coordinator starts one per lease it acquires, bound to the lease's
+// epoch, and tells it of renewals and losses (leaseMsg); everything else it
+// uses comes in partitionDeps. Its loop:
+//
+//	read the lease from the partitions row (loadLease), then until it is lost:
+//	  fetch a batch (batcher → store.sqlFetch)
+//	  publish it: in id order, or keys in parallel for a slow broker; a failed
+//	    record holds back the later records of its key
+//	  complete it in one statement fenced by the lease (store.sqlComplete)
+//	  apply and emit the outcomes once that committed
+//	  sleep until woken (waker), told about the lease (mailbox), the next held
+//	    record or retry is due, or PollInterval passed
+//
+// Its state is partitionState, changed only by apply.
+
 // partitionConfig is the part of Config a partition actor reads.
 type partitionConfig struct {
 	instance           string
