@@ -294,7 +294,7 @@ func startPostrelay(ctx context.Context, o options, pub message.Publisher) (*run
 	if err != nil {
 		return fail(err)
 	}
-	events := eng.Events()
+	events, _ := eng.Events() // every kind; closed when Run returns
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- eng.Run(runCtx) }()
