@@ -31,8 +31,8 @@ const (
 	StopTimeoutDefault        = 15 * time.Second
 	EventBufferDefault        = 4096
 	MaxPayloadBytesDefault    = 16 << 20
-	NotifyIntervalDefault     = 2 * time.Millisecond
-	TailIntervalDefault       = 5 * time.Millisecond
+	NotifyIntervalDefault     = 250 * time.Millisecond
+	TailIntervalDefault       = 2 * time.Millisecond
 )
 
 // Config configures the writer, the engine and migrations. The zero value is
@@ -121,23 +121,27 @@ type Config struct {
 	MaxPayloadBytes int
 
 	// NotifyInterval rate-limits the writer's wake-up notifications: at
-	// most one notifying write per interval and Writer. Notifying commits
-	// are serialized by PostgreSQL, so notifying on every write would cap
-	// the application's commit rate; the relay finds the records of writes
-	// that did not notify by its tail poll (see TailInterval). A negative
-	// value notifies on every write. Defaults to 2ms.
+	// most one notifying write per interval and Writer. A notifying commit
+	// holds PostgreSQL's notification queue lock until it is durable, so
+	// notifying commits are serialized; rare notifications keep that off
+	// the application's commits. The relay needs no more: a notification
+	// keeps its tail poll polling every TailInterval for the next second
+	// (and every poll that finds records extends that), so the writes that
+	// did not notify are found by the poll. A negative value notifies on
+	// every write. Defaults to 250ms.
 	NotifyInterval time.Duration
 
-	// TailInterval is the delay of the relay's trailing tail poll: after a
-	// notification the relay looks for new records in every partition at
-	// once, and once more TailInterval later, so records whose writes did
-	// not notify are found within about NotifyInterval + TailInterval.
-	// Defaults to 5ms.
+	// TailInterval is how often the relay's tail poll looks for new records
+	// (one index probe per owned partition) while records are arriving: the
+	// longest a record waits to be noticed under steady load. After a second
+	// without new records the polls space out to 20 a second until the next
+	// notification. Defaults to 2ms.
 	TailInterval time.Duration
 
 	// DisableNotify turns off LISTEN/NOTIFY wake-ups in the writer and the
-	// engine (no NOTIFY, no LISTEN connection, no tail poll); relays then
-	// find records by polling alone, every PollInterval. Defaults to false.
+	// engine (no NOTIFY, no LISTEN connection); relays then find records by
+	// the tail poll alone: every TailInterval while records arrive, and
+	// within about 50ms after a quiet spell. Defaults to false.
 	DisableNotify bool
 
 	// Logger receives structured logs. nil discards them. Defaults to nil.

@@ -20,12 +20,17 @@
 // or retry backoff), publishes each through the publisher, and completes the
 // batch in one statement fenced by its lease: delivered rows are deleted,
 // failed ones get attempts+1 and a backoff, exhausted ones move to
-// <schema>.dead_letters. The Writer NOTIFYs on commit (at most once per
-// NotifyInterval); every instance LISTENs, wakes its actor for the
-// partition named, and runs one tail query over the newest ids of the
-// partitions it owns, which wakes the actors of every one with new records
-// (and once more TailInterval later, for the writes that did not notify);
-// polling every PollInterval is the fallback.
+// <schema>.dead_letters. Records are found by a tail poll: one query over
+// the newest ids of the partitions this instance owns, which wakes the
+// actor of every partition with new records. While records arrive it runs
+// every TailInterval (2 ms); a second without new records spaces it out to
+// 20 polls a second. The Writer NOTIFYs on commit at most once per
+// NotifyInterval (250 ms), not for every record: a notifying commit holds
+// PostgreSQL's notification lock until it is durable, which serialized the
+// application's commits when writes notified every 2 ms. A notification
+// wakes the named partition at once and puts the tail poll back to
+// TailInterval, for the first record after a quiet spell; polling every
+// PollInterval is the partition actors' last resort.
 //
 // The actors' database work goes through a batcher, as concurrent commits
 // go through PostgreSQL's group commit: fetches (and completions) requested

@@ -156,9 +156,9 @@ func (e *Engine) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	td := tailDeps{interval: cfg.TailInterval, store: st, wakers: wakers, owned: owned, waker: actors.NewWaker()}
+	root.SpawnFactory(runCtx, "tail", func() actors.Actor { return newTail(td) })
 	if !cfg.DisableNotify {
-		td := tailDeps{interval: cfg.TailInterval, store: st, wakers: wakers, owned: owned, waker: actors.NewWaker()}
-		root.SpawnFactory(runCtx, "tail", func() actors.Actor { return newTail(td) })
 		root.Spawn(runCtx, "listener", &listener{d: listenerDeps{
 			connConfig: e.pool.Config().ConnConfig, channel: cfg.NotifyChannel(), wakers: wakers, tail: td.waker,
 		}})

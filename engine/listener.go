@@ -102,10 +102,16 @@ type tailDeps struct {
 }
 
 // tail finds the partitions that received records since it last looked, in
-// one query over the newest ids, and wakes their actors. The listener wakes
-// it on every notification; it then polls once more TailInterval later, for
-// the writes that did not notify (see Config.NotifyInterval) and commits that
-// landed just after the notifying one.
+// one query over the newest ids of the partitions this instance owns, and
+// wakes their actors. It is the relay's steady-state wake-up: while records
+// arrive it polls every TailInterval; a notification (the writer sends at
+// most one per NotifyInterval) or a poll that finds new records keeps it
+// polling for tailBusyWindow; after that, with nothing new, its polls
+// space out (doubling) up to tailIdleInterval: the next write's
+// notification wakes it at once, and the idle polls bound the wait of a
+// record whose write did not notify (a write within NotifyInterval of a
+// notifying write that rolled back, or DisableNotify) at about
+// tailIdleInterval.
 //
 // Its state (what it announced) lives as long as one start: a restart
 // builds a new tail, which looks again from scratch.
@@ -123,40 +129,50 @@ func newTail(d tailDeps) *tail {
 // records whose transaction committed after that of a higher id.
 const tailLookback = 1000
 
+// tailBusyWindow is how long the tail keeps polling every TailInterval
+// after the last notification or the last poll that found new records.
+const tailBusyWindow = time.Second
+
+// tailIdleInterval is the longest gap between tail polls. An idle relay
+// polls 20 times a second, one index probe per owned partition each.
+const tailIdleInterval = 50 * time.Millisecond
+
+// nextTailInterval is the wait before the next tail poll: TailInterval
+// while busy, otherwise double the last wait, up to tailIdleInterval.
+func nextTailInterval(busy bool, last, tailInterval time.Duration) time.Duration {
+	if busy {
+		return tailInterval
+	}
+	return min(2*last, max(tailIdleInterval, tailInterval))
+}
+
 func (t *tail) Serve(ctx context.Context) error {
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
+	timer := time.NewTimer(0)
 	defer timer.Stop()
-	armed := false
-	var last time.Time
+	busyUntil := time.Now().Add(tailBusyWindow)
+	interval := t.d.interval
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.d.waker.C():
-			// At most one poll per TailInterval; a wake-up inside the
-			// interval is served by the trailing poll.
-			if wait := t.d.interval - time.Since(last); wait > 0 {
-				if !armed {
-					timer.Reset(wait)
-					armed = true
-				}
-				continue
-			}
-			if !armed {
-				timer.Reset(t.d.interval)
-				armed = true
-			}
+			busyUntil = time.Now().Add(tailBusyWindow)
 		case <-timer.C:
-			armed = false
 		}
-		last = time.Now()
-		if err := t.poll(ctx); err != nil {
+		timer.Stop()
+		found, err := t.poll(ctx)
+		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			return fmt.Errorf("postrelay: tail poll: %w", err)
 		}
+		now := time.Now()
+		if found {
+			busyUntil = now.Add(tailBusyWindow)
+		}
+		interval = nextTailInterval(now.Before(busyUntil), interval, t.d.interval)
+		timer.Reset(interval)
 	}
 }
 
@@ -164,14 +180,14 @@ func (t *tail) Serve(ctx context.Context) error {
 // what was already announced to them. Probing only the owned partitions
 // keeps the tail polls of all instances together at one probe per partition,
 // whatever the number of instances (each probed every partition before).
-func (t *tail) poll(ctx context.Context) error {
+func (t *tail) poll(ctx context.Context) (found bool, err error) {
 	owned := t.d.owned.load()
 	if len(owned) == 0 {
-		return nil // nothing owned here, nobody to wake
+		return false, nil // nothing owned here, nobody to wake
 	}
 	rows, err := t.d.store.hotPool().Query(ctx, t.d.store.sqlTail, max(t.lastMax-tailLookback, 0), owned)
 	if err != nil {
-		return err
+		return false, err
 	}
 	var p int32
 	var maxID int64
@@ -179,9 +195,10 @@ func (t *tail) poll(ctx context.Context) error {
 		if int(p) < len(t.d.wakers) && maxID > t.announced[p] {
 			t.announced[p] = maxID
 			t.d.wakers[p].Wake()
+			found = true
 		}
 		t.lastMax = max(t.lastMax, maxID)
 		return nil
 	})
-	return err
+	return found, err
 }
