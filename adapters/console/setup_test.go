@@ -73,7 +73,13 @@ func setup(t *testing.T, edit func(*console.Config)) *bundle {
 // startEngine runs a relay on b's schema until the test ends.
 func (b *bundle) startEngine(t *testing.T) {
 	t.Helper()
-	eng, err := engine.New(b.pool, b.pub, b.cfg)
+	b.startEngineConfig(t, b.cfg)
+}
+
+// startEngineConfig runs a relay with cfg until the test ends.
+func (b *bundle) startEngineConfig(t *testing.T, cfg engine.Config) {
+	t.Helper()
+	eng, err := engine.New(b.pool, b.pub, cfg)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
