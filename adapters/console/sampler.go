@@ -14,7 +14,9 @@ type sample struct {
 
 // Point is one interval of the rate history.
 type Point struct {
-	At time.Time `json:"t"`
+	// At is the end of the interval, Seconds its length.
+	At      time.Time `json:"t"`
+	Seconds float64   `json:"dt_s"`
 	// Backlog is PostgreSQL's estimate of the records table's live rows
 	// (n_live_tup) at the end of the interval.
 	Backlog int64 `json:"backlog"`
@@ -93,6 +95,7 @@ func rate(a, b sample) (Point, bool) {
 	}
 	return Point{
 		At:               b.at,
+		Seconds:          dt,
 		Backlog:          b.c.recordsLive,
 		DeliveredPerS:    float64(max(del-dead, 0)) / dt,
 		FailuresPerS:     float64(upd) / dt,

@@ -30,6 +30,9 @@ func newStore(pool *pgxpool.Pool, schema string) *store {
 		r.created_at, r.available_at, coalesce(r.available_at > now(), false), NULL::timestamptz`
 	deadCols := `d.partition, d.id, d.key, d.topic, d.message_id, d.attempts, coalesce(d.last_error, ''),
 		d.created_at, NULL::timestamptz, false, d.dead_lettered_at`
+	// The newest dead letters without their payloads, for a bounded search.
+	deadWindow := `SELECT partition, id, key, topic, message_id, attempts, last_error, created_at, dead_lettered_at
+		FROM ` + dead + ` ORDER BY id DESC`
 	return &store{
 		pool:   pool,
 		schema: schema,
@@ -44,9 +47,9 @@ func newStore(pool *pgxpool.Pool, schema string) *store {
 				c.n, hc.n, coalesce(date_part('epoch', now() - h.created_at), 0)
 			FROM ` + partitions + ` p
 			CROSS JOIN LATERAL (SELECT count(*) AS n FROM (SELECT 1 FROM ` + records + ` r
-				WHERE r.partition = p.partition LIMIT $1) x) c
+				WHERE r.partition = p.partition ORDER BY r.id LIMIT $1) x) c
 			CROSS JOIN LATERAL (SELECT count(*) AS n FROM (SELECT 1 FROM ` + records + ` r
-				WHERE r.partition = p.partition AND r.available_at IS NOT NULL LIMIT $1) x) hc
+				WHERE r.partition = p.partition AND r.available_at IS NOT NULL ORDER BY r.available_at LIMIT $1) x) hc
 			LEFT JOIN LATERAL (SELECT r.created_at FROM ` + records + ` r
 				WHERE r.partition = p.partition ORDER BY r.id LIMIT 1) h ON true
 			ORDER BY p.partition`,
@@ -54,7 +57,7 @@ func newStore(pool *pgxpool.Pool, schema string) *store {
 		sqlInstances: `SELECT id, hostname, pid, started_at, date_part('epoch', now() - heartbeat_at)
 			FROM ` + instances + ` ORDER BY id LIMIT 1000`,
 		// dead_letters primary key, index-only, up to $1.
-		sqlDeadCount: `SELECT count(*) FROM (SELECT 1 FROM ` + dead + ` LIMIT $1) x`,
+		sqlDeadCount: `SELECT count(*) FROM (SELECT 1 FROM ` + dead + ` ORDER BY id LIMIT $1) x`,
 		// PostgreSQL's cumulative statistics of the two tables (no table
 		// access): deletes and updates of records, inserts into
 		// dead_letters, and the estimated live rows of records.
@@ -162,13 +165,13 @@ func newStore(pool *pgxpool.Pool, schema string) *store {
 		// dead_letters primary key).
 		sqlLookupKey: `(SELECT ` + recordCols + ` FROM ` + records + ` r WHERE r.partition = $1 AND r.key = $2 ORDER BY r.id LIMIT $3)
 			UNION ALL
-			(SELECT ` + deadCols + ` FROM (SELECT * FROM ` + dead + ` ORDER BY id DESC LIMIT $4) d WHERE d.key = $2 ORDER BY d.id DESC LIMIT $3)`,
+			(SELECT ` + deadCols + ` FROM (` + deadWindow + ` LIMIT $4) d WHERE d.key = $2 ORDER BY d.id DESC LIMIT $3)`,
 		// A message id: with a key ($2 >= 0), that partition's records only;
 		// without one, every record (no index on message_id: a sequential
 		// scan of records, see the README). Dead letters in a window as above.
 		sqlLookupMessage: `(SELECT ` + recordCols + ` FROM ` + records + ` r WHERE ($2::int < 0 OR r.partition = $2) AND r.message_id = $1 LIMIT 10)
 			UNION ALL
-			(SELECT ` + deadCols + ` FROM (SELECT * FROM ` + dead + ` ORDER BY id DESC LIMIT $3) d WHERE d.message_id = $1 LIMIT 10)`,
+			(SELECT ` + deadCols + ` FROM (` + deadWindow + ` LIMIT $3) d WHERE d.message_id = $1 LIMIT 10)`,
 	}
 }
 

@@ -104,7 +104,10 @@ function confirmDialog(text) {
 
 // ---------- overview ----------
 
-async function loadStatus() {
+// loadStatus reads the status; other pages than the overview need it once
+// (schema, modes), so they pass cached = true.
+async function loadStatus(cached) {
+  if (cached && status) return status;
   status = await get("status");
   $("#schema").textContent = "schema " + status.schema + " · " + status.partitions + " partitions";
   document.body.classList.toggle("read-only", status.read_only);
@@ -202,7 +205,7 @@ function ownerColor(owner) {
 }
 
 async function showPartitions() {
-  const [st, data] = await Promise.all([loadStatus(), get("partitions")]);
+  const [st, data] = await Promise.all([loadStatus(true), get("partitions")]);
   $("#pending-cap").textContent = fmtNum(data.pending_cap);
   const owners = new Map();
   for (const p of data.partitions) if (p.owner) owners.set(p.owner, (owners.get(p.owner) || 0) + 1);
@@ -230,7 +233,7 @@ async function showPartitions() {
 // ---------- stuck keys ----------
 
 async function showStuck() {
-  await loadStatus();
+  await loadStatus(true);
   const q = new URLSearchParams(new FormData($("#stuck-filter")));
   for (const [k, v] of [...q.entries()]) if (!v) q.delete(k);
   const data = await get("stuck-keys?" + q);
@@ -275,7 +278,7 @@ function deadFilter() {
 }
 
 async function showDead(append) {
-  await loadStatus();
+  await loadStatus(true);
   const q = new URLSearchParams(deadFilter());
   if (append && deadCursor) q.set("cursor", deadCursor);
   const data = await get("dead-letters?" + q);
@@ -358,12 +361,14 @@ async function deadAction(verb, ids) {
 // ---------- lookup ----------
 
 async function showLookup() {
-  await loadStatus();
+  await loadStatus(true);
 }
 
 async function lookup() {
   const f = new FormData($("#lookup-form"));
   const q = new URLSearchParams({ [f.get("by")]: f.get("q").trim() });
+  const key = (f.get("key") || "").trim();
+  if (f.get("by") === "message_id" && key) q.set("key", key);
   try {
     const data = await get("records?" + q);
     $("#lookup-state").textContent = "State: " + data.state.replace("_", " ");
