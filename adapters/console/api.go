@@ -22,7 +22,7 @@ const (
 	limitMax       = 500
 	textMax        = 1000  // longest filter text
 	heldScan       = 10000 // held records read for the stuck keys
-	waitingWindow  = 1000  // records after a stuck head searched for its key
+	waitingWindow  = 256   // records after a stuck head searched for its key
 	deadWindow     = 10000 // dead letters read per list page
 	idsMax         = 1000  // ids in one mutating call
 	moveBatch      = 1000  // dead letters moved per statement of a filter-wide call
@@ -63,7 +63,7 @@ type statusAnswer struct {
 	Partitions int           `json:"partitions"`
 	Instances  []instanceRow `json:"instances"`
 	// Backlog is the pending records: exact when BacklogExact, else
-	// PostgreSQL's estimate (a partition held more than PendingCap).
+	// PostgreSQL's estimate (a partition held more than its count cap).
 	Backlog       int64   `json:"backlog"`
 	BacklogExact  bool    `json:"backlog_exact"`
 	Held          int64   `json:"held"`
@@ -90,7 +90,7 @@ func (c *Console) handleStatus(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	parts, err := c.store.partitions(ctx, PartitionsParams{Cap: PendingCap})
+	parts, err := c.store.partitions(ctx, PartitionsParams{Cap: pendingCap(n)})
 	if err != nil {
 		return wrapQuery("read partitions", err)
 	}
@@ -156,11 +156,15 @@ type partitionsAnswer struct {
 }
 
 func (c *Console) handlePartitions(w http.ResponseWriter, r *http.Request) error {
-	parts, err := c.store.partitions(r.Context(), PartitionsParams{Cap: PendingCap})
+	n, err := c.partitionCount(r.Context())
+	if err != nil {
+		return err
+	}
+	parts, err := c.store.partitions(r.Context(), PartitionsParams{Cap: pendingCap(n)})
 	if err != nil {
 		return wrapQuery("read partitions", err)
 	}
-	writeJSON(w, http.StatusOK, partitionsAnswer{PendingCap: PendingCap, Partitions: parts})
+	writeJSON(w, http.StatusOK, partitionsAnswer{PendingCap: pendingCap(n), Partitions: parts})
 	return nil
 }
 

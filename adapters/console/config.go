@@ -14,15 +14,20 @@ const (
 	MaxBodyBytesDefault   = 1 << 20
 	SampleIntervalDefault = 5 * time.Second
 	QueryTimeoutDefault   = 5 * time.Second
-	// PendingCap is the most pending records counted per partition: the
-	// partitions view says "1000+" beyond it, and the backlog is then
-	// PostgreSQL's estimate of the records table's live rows.
-	PendingCap = 1000
+	// PendingBudget bounds the pending records counted over all
+	// partitions at once: each partition's are counted up to
+	// PendingBudget / partitions (between 10 and 1000: 512 with 64
+	// partitions). The partitions view says "512+" beyond it, and the
+	// backlog is then PostgreSQL's estimate of the records table's live rows.
+	PendingBudget = 32768
 	// DeadLetterCountCap is the most dead letters counted exactly.
 	DeadLetterCountCap = 100000
 	// HistoryWindow is how far back the rate history reaches.
 	HistoryWindow = time.Hour
 )
+
+// pendingCap is the count cap per partition for n partitions.
+func pendingCap(n int) int { return min(max(PendingBudget/max(n, 1), 10), 1000) }
 
 // Config configures a Console.
 type Config struct {

@@ -145,7 +145,7 @@ func explain(b *testing.B, c *Console, key, msgID string, recID int64) {
 		sql  string
 		args []any
 	}{
-		{"partitions", s.sqlPartitions, []any{PendingCap + 1}},
+		{"partitions", s.sqlPartitions, []any{pendingCap(64) + 1}},
 		{"instances", s.sqlInstances, nil},
 		{"dead count", s.sqlDeadCount, []any{DeadLetterCountCap + 1}},
 		{"counters", s.sqlCounters, []any{s.schema}},
@@ -159,7 +159,7 @@ func explain(b *testing.B, c *Console, key, msgID string, recID int64) {
 		{"lookup message id with key", s.sqlLookupMessage, []any{msgID, p, deadWindow}},
 		{"lookup message id", s.sqlLookupMessage, []any{msgID, -1, deadWindow}},
 	} {
-		rows, err := c.pool.Query(ctx, "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) "+q.sql, q.args...)
+		rows, err := c.pool.Query(ctx, "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF, TIMING OFF) "+q.sql, q.args...)
 		require.NoError(b, err, q.name)
 		lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
 		require.NoError(b, err, q.name)

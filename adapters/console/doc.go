@@ -24,7 +24,8 @@
 // console starts.
 //
 // The partitions view is the lease map (owner, epoch, lease left) with each
-// partition's pending records (counted up to PendingCap), held records and
+// partition's pending records (counted up to PendingBudget / partitions,
+// at most 1000), held records and
 // the age of its oldest one. A stuck key is a key whose head record — its
 // lowest-id record held back, as the relay's fetch sees it — is failing
 // (retry backoff) or delayed; the records of the key behind it wait. The
