@@ -89,11 +89,12 @@ type Config struct {
 	RetryJitter float64
 
 	// PublishConcurrency is how many keys of one partition's batch are
-	// published at the same time when the broker is slow (a Publish call
-	// takes 200µs or more on average); faster brokers are fed in id order
-	// from one goroutine. Records of one key are always published one
-	// after the other, in order; 1 always publishes in id order. Between 1
-	// and 256. Defaults to 4.
+	// published at the same time when the broker is slow: when the
+	// partition's moving average of each batch's fastest Publish call is
+	// 200µs or more (until measured, a broker is taken as slow). Faster
+	// brokers are fed in id order from one goroutine. Records of one key are
+	// always published one after the other, in order; 1 always publishes in
+	// id order. Between 1 and 256. Defaults to 4.
 	PublishConcurrency int
 
 	// MaxInFlight bounds the Publish calls in flight in this instance, across
@@ -135,14 +136,16 @@ type Config struct {
 	TailInterval time.Duration
 
 	// DisableNotify turns off LISTEN/NOTIFY wake-ups in the writer and the
-	// engine; relays then find records by polling alone.
+	// engine (no NOTIFY, no LISTEN connection, no tail poll); relays then
+	// find records by polling alone, every PollInterval. Defaults to false.
 	DisableNotify bool
 
-	// Logger receives structured logs. nil discards them.
+	// Logger receives structured logs. nil discards them. Defaults to nil.
 	Logger *slog.Logger
 
 	// Observer receives a hook per delivery attempt and every event, for
-	// tracing and metrics (see package tracing). nil means none.
+	// tracing and metrics (see package tracing). nil means none. Defaults
+	// to nil.
 	Observer Observer
 }
 

@@ -97,11 +97,12 @@ func TestTailPollWakesOnlyOwnedPartitions(t *testing.T) {
 	t.Parallel()
 	pool, _, cfg, st := newTestStore(t, 4)
 	ctx := context.Background()
-	e := &Engine{cfg: cfg, store: st}
+	var wakers []*actors.Waker
 	for range 4 {
-		e.wakers = append(e.wakers, actors.NewWaker())
+		wakers = append(wakers, actors.NewWaker())
 	}
-	tl := &tail{e: e, waker: actors.NewWaker(), announced: make([]int64, 4)}
+	owned := &ownedPartitions{}
+	tl := newTail(tailDeps{interval: cfg.TailInterval, store: st, wakers: wakers, owned: owned, waker: actors.NewWaker()})
 	require.NoError(t, tl.poll(ctx), "nothing owned yet")
 
 	tx, err := pool.Begin(ctx)
@@ -112,16 +113,15 @@ func TestTailPollWakesOnlyOwnedPartitions(t *testing.T) {
 	}
 	require.NoError(t, NewWriter(cfg).Write(ctx, tx, recs...))
 	require.NoError(t, tx.Commit(ctx))
-	for _, w := range e.wakers { // drop wake-ups from before
+	for _, w := range wakers { // drop wake-ups from before
 		select {
 		case <-w.C():
 		default:
 		}
 	}
-	owned := []int32{1, 2}
-	e.owned.Store(&owned)
+	owned.publish([]int32{1, 2})
 	require.NoError(t, tl.poll(ctx))
-	for p, w := range e.wakers {
+	for p, w := range wakers {
 		woken := false
 		select {
 		case <-w.C():
