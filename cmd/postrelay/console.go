@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -86,8 +87,12 @@ func startConsole(ctx context.Context, pool *pgxpool.Pool, cfg console.Config, a
 	if err != nil {
 		return nil, fmt.Errorf("console: listen on %s: %w", addr, err)
 	}
+	var h http.Handler = con
+	if loop, _ := isLoopback(addr); loop {
+		h = loopbackHostOnly(con)
+	}
 	srv := &http.Server{
-		Handler:           con,
+		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      60 * time.Second,
@@ -117,6 +122,25 @@ func startConsole(ctx context.Context, pool *pgxpool.Pool, cfg console.Config, a
 			wg.Wait()
 		})
 	}, nil
+}
+
+// loopbackHostOnly refuses requests whose Host header names anything but a
+// loopback address: a console bound to loopback is then out of reach of a
+// web page that points its own host name at 127.0.0.1 (DNS rebinding).
+func loopbackHostOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := r.Host
+		if hh, _, err := net.SplitHostPort(host); err == nil {
+			host = hh
+		}
+		ip := net.ParseIP(strings.Trim(host, "[]"))
+		if host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			http.Error(w, "console: this console serves loopback only; the Host header must be localhost or a loopback address",
+				http.StatusMisdirectedRequest)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 func cmdConsole(ctx context.Context, args []string, stdout, stderr io.Writer) error {

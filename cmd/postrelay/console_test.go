@@ -144,6 +144,14 @@ func TestConsoleCommand(t *testing.T) {
 	require.Equal(t, 8, st.Partitions)
 	code, _ = httpDo(t, http.MethodGet, url, "", "")
 	require.Equal(t, http.StatusOK, code)
+	// A request naming another host (a DNS-rebinding page) is refused.
+	req, err := http.NewRequest(http.MethodGet, url+"api/v1/status", nil)
+	require.NoError(t, err)
+	req.Host = "attacker.example:8080"
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusMisdirectedRequest, resp.StatusCode)
 
 	code, body = httpDo(t, http.MethodPost, url+"api/v1/dead-letters/purge", "", `{"ids":[1]}`)
 	require.Equal(t, http.StatusUnauthorized, code, body)
