@@ -448,4 +448,12 @@ func TestConsolePagesServed(t *testing.T) {
 		require.Equal(t, http.StatusOK, resp.StatusCode, p)
 		require.Contains(t, resp.Header.Get("Content-Security-Policy"), "default-src 'none'", p)
 	}
+	// Mounted under a prefix, as the package doc shows.
+	mux := http.NewServeMux()
+	mux.Handle("/outbox/", http.StripPrefix("/outbox", b.con))
+	mounted := &bundle{srv: httpServer(t, mux)}
+	for _, p := range []string{"/outbox/", "/outbox/assets/app.js", "/outbox/api/v1/status"} {
+		a := mounted.get(t, p)
+		require.Equal(t, http.StatusOK, a.code, "%s: %s", p, a.body)
+	}
 }
