@@ -9,6 +9,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/postrelay/postrelay/adapters"
+	"github.com/postrelay/postrelay/adapters/console"
 	"github.com/postrelay/postrelay/engine"
 )
 
@@ -74,9 +75,11 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	var c common
 	var r relayFlags
 	var o observability
+	var cf consoleFlags
 	c.register(fs)
 	r.register(fs)
 	o.register(fs)
+	cf.register(fs, "")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -100,6 +103,12 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 	}
 	bcfg.Logger = log
+	var ccfg console.Config
+	if cf.addr != "" {
+		if ccfg, err = cf.consoleConfig(c.schema, cfg.WithDefaults().LeaseTTL, log, stderr); err != nil {
+			return err
+		}
+	}
 
 	pool, err := c.pool(ctx)
 	if err != nil {
@@ -132,6 +141,13 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	log.Info("postrelay: relay running", "instance_id", eng.InstanceID(), "schema", c.schema,
 		"broker", adapters.Redact(bcfg.WithDefaults().URL))
+	if cf.addr != "" {
+		stopConsole, err := startConsole(ctx, pool, ccfg, cf.addr, log)
+		if err != nil {
+			return err
+		}
+		defer stopConsole()
+	}
 	if err := eng.Run(ctx); err != nil {
 		return err
 	}
