@@ -307,6 +307,7 @@ func TestOrderHoldsAcrossRebalancingAndRetries(t *testing.T) {
 	ids := make(chan string, 100000)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() }) // writers stop before the pool closes, also on failure
 	for w := range 4 {
 		wg.Go(func() {
 			for i := 0; ctx.Err() == nil; i++ {
