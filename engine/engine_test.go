@@ -62,15 +62,7 @@ func TestDeliversEveryCommittedRecordAndNoRolledBackOne(t *testing.T) {
 	wg.Wait()
 	require.NotEmpty(t, rolledBack)
 
-	require.NoError(t, b.pub.WaitFor(30*time.Second, func(ds []recorder.Delivery) bool {
-		got := recorder.UniqueUUIDs(ds)
-		for id := range committed {
-			if got[id] == 0 {
-				return false
-			}
-		}
-		return true
-	}))
+	require.NoError(t, b.pub.WaitForAll(30*time.Second, committed, b.whereabouts))
 	ds := b.pub.Deliveries()
 	for _, d := range ds {
 		require.False(t, rolledBack[d.UUID], "rolled-back record %s was delivered", d.UUID)
@@ -335,15 +327,7 @@ func TestOrderHoldsAcrossRebalancingAndRetries(t *testing.T) {
 	for id := range ids {
 		want[id] = true
 	}
-	require.NoError(t, b.pub.WaitFor(30*time.Second, func(ds []recorder.Delivery) bool {
-		got := recorder.UniqueUUIDs(ds)
-		for id := range want {
-			if got[id] == 0 {
-				return false
-			}
-		}
-		return true
-	}))
+	require.NoError(t, b.pub.WaitForAll(30*time.Second, want, b.whereabouts))
 	require.NoError(t, recorder.CheckKeyOrder(b.pub.Deliveries()))
 }
 

@@ -50,6 +50,12 @@ func setup(t *testing.T) *bundle {
 	return &bundle{pool: pool, cfg: cfg, writer: engine.NewWriter(cfg), pub: recorder.New()}
 }
 
+// whereabouts says where each record with one of these message ids is in
+// the outbox (pending, held, dead-lettered or absent).
+func (b *bundle) whereabouts(ids []string) string {
+	return recorder.Whereabouts(context.Background(), b.pool, b.cfg.Schema, ids)
+}
+
 // running is an engine started in the background.
 type running struct {
 	eng    *engine.Engine

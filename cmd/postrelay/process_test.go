@@ -20,6 +20,7 @@ import (
 
 	"github.com/postrelay/postrelay/engine"
 	"github.com/postrelay/postrelay/internal/pgtest"
+	"github.com/postrelay/postrelay/internal/recorder"
 )
 
 // relay is one `postrelay run` process.
@@ -245,12 +246,19 @@ func (w *writer) stop() {
 // duplicates.
 func (c *cluster) verify(w *writer, timeout time.Duration) (delivered, dups int) {
 	c.t.Helper()
-	return verifyDeliveries(c.t, w, timeout, c.deliveries)
+	return verifyDeliveries(c.t, w, timeout, c.deliveries, c.whereabouts)
+}
+
+// whereabouts says where each record with one of these message ids is in
+// the cluster's outbox (pending, held, dead-lettered or absent).
+func (c *cluster) whereabouts(ids []string) string {
+	return recorder.Whereabouts(context.Background(), c.pool, c.cfg.Schema, ids)
 }
 
 // verifyDeliveries is verify for any broker: read returns the broker side's
-// deliveries so far, in delivery order.
-func verifyDeliveries(t *testing.T, w *writer, timeout time.Duration, read func() []delivery) (delivered, dups int) {
+// deliveries so far, in delivery order; locate says where the records that
+// never arrived are (recorder.Whereabouts).
+func verifyDeliveries(t *testing.T, w *writer, timeout time.Duration, read func() []delivery, locate func(ids []string) string) (delivered, dups int) {
 	t.Helper()
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -262,17 +270,17 @@ func verifyDeliveries(t *testing.T, w *writer, timeout time.Duration, read func(
 		for _, d := range ds {
 			seen[d.uuid] = true
 		}
-		missing := 0
+		var missing []string
 		for id := range w.committed {
 			if !seen[id] {
-				missing++
+				missing = append(missing, id)
 			}
 		}
-		if missing == 0 {
+		if len(missing) == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d committed records never delivered", missing, len(w.committed))
+			t.Fatalf("%d of %d committed records never delivered within %v; %s", len(missing), len(w.committed), timeout, locate(missing))
 		}
 		<-time.After(100 * time.Millisecond) // poll the broker side again
 	}
