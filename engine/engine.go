@@ -11,8 +11,10 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/postrelay/postrelay/actors"
@@ -54,6 +56,11 @@ func New(pool *pgxpool.Pool, publisher message.Publisher, cfg Config) (*Engine, 
 	cfg, err := cfg.prepared()
 	if err != nil {
 		return nil, err
+	}
+	if m := pool.Config().ConnConfig.DefaultQueryExecMode; cfg.Pooler == PoolerTransaction &&
+		(m == pgx.QueryExecModeCacheStatement || m == pgx.QueryExecModeDescribeExec) {
+		return nil, fmt.Errorf("%w: Pooler = %q but the pool's default_query_exec_mode is %v, which uses prepared statements a pooler in transaction mode "+
+			"cannot keep: set default_query_exec_mode=exec (or cache_describe, simple_protocol) in its URL or config", ErrInvalidConfig, cfg.Pooler, m)
 	}
 	e := &Engine{
 		pool:      pool,
@@ -111,15 +118,22 @@ func (e *Engine) Run(ctx context.Context) error {
 		return ErrEngineRunning
 	}
 	defer e.hub.close()
-	if err := checkVersion(ctx, e.pool, e.cfg); err != nil {
+	var n int
+	err := retryConnect(ctx, e.cfg, func() error {
+		if err := checkVersion(ctx, e.pool, e.cfg); err != nil {
+			return err
+		}
+		var err error
+		n, err = readPartitions(ctx, e.pool, e.cfg)
 		return err
-	}
-	n, err := readPartitions(ctx, e.pool, e.cfg)
+	})
 	if err != nil {
 		return err
 	}
 	e.partitions = n
-	hot, err := openHotPool(ctx, e.pool, e.store.sqlFetch, e.store.sqlComplete, e.store.sqlTail)
+	hot, err := openDeliveryPool(ctx, e.pool, deliveryPoolOptions{
+		conns: e.cfg.DeliveryConns, transaction: e.cfg.Pooler == PoolerTransaction, logger: e.cfg.Logger,
+	}, e.store.sqlFetch, e.store.sqlComplete, e.store.sqlTail)
 	if err != nil {
 		return err
 	}
@@ -155,7 +169,9 @@ func (e *Engine) Run(ctx context.Context) error {
 	defer stopCompletes()
 	e.batch.open(runCtx, completeCtx)
 
-	if !e.cfg.DisableNotify {
+	// Behind a pooler in transaction mode LISTEN needs ListenURL; without
+	// it the relay polls.
+	if !e.cfg.DisableNotify && (e.cfg.Pooler != PoolerTransaction || e.cfg.ListenURL != "") {
 		t := &tail{e: e, waker: actors.NewWaker()}
 		sup.Spawn(runCtx, "tail", t)
 		sup.Spawn(runCtx, "listener", &listener{e: e, tail: t.waker})
@@ -174,6 +190,28 @@ func (e *Engine) Run(ctx context.Context) error {
 		return fmt.Errorf("postrelay: engine stop: %w", stopErr)
 	}
 	return nil
+}
+
+// retryConnect runs fn until it succeeds, fails for another reason than a
+// refused connection (see isConnectError), or ctx ends: a relay started
+// while PostgreSQL refuses connections (too many clients, a role's
+// CONNECTION LIMIT, a restart) waits for one, with backoff up to 5s,
+// logging each failure, instead of exiting.
+func retryConnect(ctx context.Context, cfg Config, fn func() error) error {
+	wait := 100 * time.Millisecond
+	for {
+		err := fn()
+		if err == nil || !isConnectError(err) || ctx.Err() != nil {
+			return err
+		}
+		cfg.Logger.Warn("postrelay: cannot connect to PostgreSQL; retrying", "err", err, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
 }
 
 // fastSlotsFor is how many batches may be in flight at once for a fast

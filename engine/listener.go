@@ -23,7 +23,14 @@ type listener struct {
 
 func (l *listener) Serve(ctx context.Context) error {
 	cfg := l.e.cfg
-	conn, err := pgx.ConnectConfig(ctx, l.e.pool.Config().ConnConfig.Copy())
+	var err error
+	connCfg := l.e.pool.Config().ConnConfig.Copy()
+	if cfg.ListenURL != "" {
+		if connCfg, err = pgx.ParseConfig(cfg.ListenURL); err != nil {
+			return fmt.Errorf("postrelay: listener: ListenURL: %w", err)
+		}
+	}
+	conn, err := pgx.ConnectConfig(ctx, connCfg)
 	if err != nil {
 		return fmt.Errorf("postrelay: listener: connect: %w", err)
 	}
@@ -116,7 +123,7 @@ func (t *tail) poll(ctx context.Context) error {
 	if owned == nil || len(*owned) == 0 {
 		return nil // nothing owned here, nobody to wake
 	}
-	rows, err := t.e.store.hotPool().Query(ctx, t.e.store.sqlTail, max(t.lastMax-tailLookback, 0), *owned)
+	rows, err := t.e.store.hotQuery(ctx, t.e.store.sqlTail, max(t.lastMax-tailLookback, 0), *owned)
 	if err != nil {
 		return err
 	}
