@@ -328,7 +328,14 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 // partitions are taken over within the lease TTL plus one heartbeat.
 func TestProcessesSurviveKill9(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t)
+	testProcessesSurviveKill9(t, "sigkill_takeover")
+}
+
+// testProcessesSurviveKill9 is TestProcessesSurviveKill9 with the relays
+// given extra flags (another --database-url, say); name is its
+// FAULT-SUMMARY name.
+func testProcessesSurviveKill9(t *testing.T, name string, extra ...string) {
+	c := newCluster(t, extra...)
 	w := c.startWriter(40, 5*time.Millisecond)
 	r1, _, _ := c.start("p1"), c.start("p2"), c.start("p3")
 	waitFor(t, 20*time.Second, "three relays share the partitions", func() bool {
@@ -369,7 +376,7 @@ func TestProcessesSurviveKill9(t *testing.T) {
 	w.stop()
 	delivered, dups := c.verify(w, 60*time.Second)
 	t.Logf("kill -9: %d committed records delivered, %d rolled back never delivered, %d duplicates", delivered, len(w.rolledBack), dups)
-	faultSummary{name: "sigkill_takeover", records: len(w.committed), rolledBack: len(w.rolledBack), faults: "sigkill:1",
+	faultSummary{name: name, records: len(w.committed), rolledBack: len(w.rolledBack), faults: "sigkill:1",
 		duplicates: dups, recovery: "takeover=" + took.Round(10*time.Millisecond).String(),
 		note: fmt.Sprintf("3 relays, 1 SIGKILLed; lease TTL %v, heartbeat %v", procLeaseTTL, procHeartbeat)}.log(t)
 	for _, r := range c.relays[1:] {
@@ -381,7 +388,13 @@ func TestProcessesSurviveKill9(t *testing.T) {
 // resumes: its completions are fenced off and it logs the lost leases.
 func TestFrozenRelayIsFencedAfterResume(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t, "--publish-delay", "20ms", "--batch-size", "20")
+	testFrozenRelayIsFenced(t, "sigstop_fencing")
+}
+
+// testFrozenRelayIsFenced is TestFrozenRelayIsFencedAfterResume with the
+// relays given extra flags; name is its FAULT-SUMMARY name.
+func testFrozenRelayIsFenced(t *testing.T, name string, extra ...string) {
+	c := newCluster(t, append([]string{"--publish-delay", "20ms", "--batch-size", "20"}, extra...)...)
 	w := c.startWriter(40, 2*time.Millisecond)
 	r1 := c.start("s1")
 	waitFor(t, 20*time.Second, "s1 owns every partition", func() bool { return len(c.owners()) == 16 })
@@ -417,7 +430,7 @@ func TestFrozenRelayIsFencedAfterResume(t *testing.T) {
 	w.stop()
 	delivered, dups := c.verify(w, 60*time.Second)
 	t.Logf("SIGSTOP: %d committed records delivered, %d duplicates", delivered, dups)
-	faultSummary{name: "sigstop_fencing", records: len(w.committed), rolledBack: len(w.rolledBack), faults: "sigstop:1",
+	faultSummary{name: name, records: len(w.committed), rolledBack: len(w.rolledBack), faults: "sigstop:1",
 		duplicates: dups, recovery: "takeover=" + took.Round(10*time.Millisecond).String(),
 		note: "a relay frozen past its lease is fenced after SIGCONT (logs lease lost)"}.log(t)
 	c.stop(r1)
