@@ -225,7 +225,22 @@ func runLatency(ctx context.Context, o options, out io.Writer) (*LatencyResult, 
 			return nil, fmt.Errorf("BENCH_TAIL_INTERVAL: %w", err)
 		}
 	}
-	eng, err := engine.New(pool, pub, cfg)
+	relayPool := pool
+	if o.relayURL != "" { // the relay through a pooler; writers stay on --database-url
+		rc, err := pgxpool.ParseConfig(o.relayURL)
+		if err != nil {
+			return nil, fmt.Errorf("--relay-database-url: %w", err)
+		}
+		if o.pooler == engine.PoolerTransaction {
+			rc.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeExec
+		}
+		if relayPool, err = pgxpool.NewWithConfig(ctx, rc); err != nil {
+			return nil, err
+		}
+		defer relayPool.Close()
+	}
+	cfg.Pooler, cfg.ListenURL, cfg.PollInterval = o.pooler, o.listenURL, o.pollInterval
+	eng, err := engine.New(relayPool, pub, cfg)
 	if err != nil {
 		return nil, err
 	}
