@@ -23,15 +23,15 @@ func main() {
 	if broker == "" {
 		broker = "memory://?print=true"
 	}
-	if err := run(context.Background(), os.Stdout, broker, "brokers_example", 10, time.Minute); err != nil {
+	if err := run(context.Background(), os.Stdout, broker, "brokers_example", "examples.brokers", 10, time.Minute); err != nil {
 		fmt.Fprintln(os.Stderr, adapters.Redact(err.Error()))
 		os.Exit(1)
 	}
 }
 
-// run relays n records to brokerURL and returns an error saying why when
-// they are not all delivered within wait.
-func run(ctx context.Context, out io.Writer, brokerURL, schema string, n int, wait time.Duration) error {
+// run relays n records on topic to brokerURL and returns an error saying
+// why when they are not all delivered within wait.
+func run(ctx context.Context, out io.Writer, brokerURL, schema, topic string, n int, wait time.Duration) error {
 	dbURL := os.Getenv("POSTRELAY_DATABASE_URL")
 	if dbURL == "" {
 		dbURL = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
@@ -63,7 +63,7 @@ func run(ctx context.Context, out io.Writer, brokerURL, schema string, n int, wa
 	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		recs := make([]engine.Record, n)
 		for i := range recs {
-			recs[i] = engine.Record{Topic: "examples.brokers", Key: fmt.Sprintf("k%d", i%3), Payload: fmt.Appendf(nil, `{"n":%d}`, i)}
+			recs[i] = engine.Record{Topic: topic, Key: fmt.Sprintf("k%d", i%3), Payload: fmt.Appendf(nil, `{"n":%d}`, i)}
 		}
 		return w.Write(ctx, tx, recs...)
 	})
@@ -79,7 +79,7 @@ func run(ctx context.Context, out io.Writer, brokerURL, schema string, n int, wa
 		select {
 		case e := <-events:
 			switch {
-			case e.Kind == engine.EventDelivered && e.Topic == "examples.brokers":
+			case e.Kind == engine.EventDelivered && e.Topic == topic:
 				delivered++
 			case e.Kind == engine.EventFailed, e.Kind == engine.EventDeadLettered, e.Kind == engine.EventActorRestarted:
 				failed++
