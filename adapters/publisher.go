@@ -78,7 +78,9 @@ func NewPublisher(ctx context.Context, cfg Config) (message.Publisher, error) {
 			_ = client.Close()
 			return nil, wrap("redis", err)
 		}
-		return withClose(pub, client.Close), nil
+		// The redisstream publisher closes the client in its own Close
+		// (closing it here too returned "redis: client is closed").
+		return pub, nil
 	case "kafka":
 		pub, err := kafka.NewPublisher(kafka.PublisherConfig{
 			Brokers:               p.hosts,

@@ -64,6 +64,11 @@ type options struct {
 	keepSchema      bool
 	publishLanes    int
 	progressEvery   time.Duration
+	// latency through a pooler: the relay's own URL and mode
+	relayURL     string
+	pooler       string
+	listenURL    string
+	pollInterval time.Duration
 }
 
 func main() {
@@ -109,6 +114,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.batchSize, "batch-size", 0, "relay batch size (0: engine default)")
 	fs.IntVar(&o.publishLanes, "publish-concurrency", 0, "keys of one partition published at once (0: engine default)")
 	fs.IntVar(&o.clients, "clients", 8, "write: concurrent writer connections")
+	fs.StringVar(&o.relayURL, "relay-database-url", "", "latency: the relay's PostgreSQL URL, e.g. through PgBouncer (default: --database-url, which the writers use)")
+	fs.StringVar(&o.pooler, "pooler", "", `latency: engine Pooler ("transaction" behind a transaction pooler)`)
+	fs.StringVar(&o.listenURL, "listen-url", "", "latency: engine ListenURL (a direct URL for LISTEN behind a transaction pooler)")
+	fs.DurationVar(&o.pollInterval, "poll-interval", 0, "latency: engine PollInterval (0: engine default)")
 	fs.StringVar(&o.out, "out", "bench/scale.svg", "scale: chart file (SVG)")
 	fs.BoolVar(&o.json, "json", false, "print one JSON object as the last line of stdout")
 	fs.BoolVar(&o.keepSchema, "keep-schema", false, "do not drop the benchmark schema")

@@ -290,7 +290,29 @@ func startPostrelay(ctx context.Context, o options, pub message.Publisher) (*run
 			return fail(fmt.Errorf("BENCH_TAIL_INTERVAL: %w", err))
 		}
 	}
-	eng, err := engine.New(pool, pub, cfg)
+	relayPool := pool
+	if o.relayURL != "" { // the relay through a pooler; writers stay on --database-url
+		rc, err := pgxpool.ParseConfig(o.relayURL)
+		if err != nil {
+			return fail(fmt.Errorf("--relay-database-url: %w", err))
+		}
+		if o.pooler == engine.PoolerTransaction {
+			rc.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeExec
+		}
+		if relayPool, err = pgxpool.NewWithConfig(ctx, rc); err != nil {
+			return fail(err)
+		}
+		inner := fail
+		fail = func(err error) (*runningSystem, error) {
+			relayPool.Close()
+			return inner(err)
+		}
+	}
+	cfg.Pooler, cfg.ListenURL = o.pooler, o.listenURL
+	if o.pollInterval > 0 {
+		cfg.PollInterval = o.pollInterval
+	}
+	eng, err := engine.New(relayPool, pub, cfg)
 	if err != nil {
 		return fail(err)
 	}
@@ -329,6 +351,9 @@ func startPostrelay(ctx context.Context, o options, pub message.Publisher) (*run
 			stop()
 			err := <-done
 			cleanup()
+			if relayPool != pool {
+				relayPool.Close()
+			}
 			pool.Close()
 			return err
 		},

@@ -33,6 +33,20 @@ const (
 	MaxPayloadBytesDefault    = 16 << 20
 	NotifyIntervalDefault     = 250 * time.Millisecond
 	TailIntervalDefault       = 2 * time.Millisecond
+	DeliveryConnsDefault      = 5
+	DeliveryConnsMax          = 100
+)
+
+// Pooler values: what sits between the relay and PostgreSQL.
+const (
+	// PoolerNone: a direct connection, or a pooler in session mode (such
+	// as PgBouncer's pool_mode = session), which keeps a server session
+	// per client connection.
+	PoolerNone = ""
+	// PoolerTransaction: a pooler in transaction mode (PgBouncer's
+	// pool_mode = transaction, most managed poolers), which may hand every
+	// transaction to another server session.
+	PoolerTransaction = "transaction"
 )
 
 // Config configures the writer, the engine and migrations. The zero value is
@@ -138,6 +152,35 @@ type Config struct {
 	// notification. Defaults to 2ms.
 	TailInterval time.Duration
 
+	// Pooler says what sits between the relay and PostgreSQL: "" for a
+	// direct connection or a pooler in session mode, "transaction" for a
+	// pooler in transaction mode (PgBouncer's pool_mode = transaction). In
+	// transaction mode the delivery pool sends no startup parameters, keeps
+	// no session state and prepares no named statements: each delivery
+	// statement runs in its own transaction with its settings set locally,
+	// all in one round trip; the pool given to New must not use named
+	// prepared statements either (pgx's default_query_exec_mode=exec,
+	// cache_describe or simple_protocol); and notifications come through
+	// ListenURL (without it the tail poll alone finds records: every
+	// TailInterval while they arrive, within about 50ms after a quiet
+	// spell). Defaults to "".
+	Pooler string
+
+	// ListenURL is the PostgreSQL URL of the connection that LISTENs for
+	// the writers' notifications. LISTEN needs a session of its own, so
+	// behind a pooler in transaction mode point it at PostgreSQL directly
+	// (or at a session-mode pool). Empty means the pool's own connection
+	// settings, except with Pooler "transaction", where it means no
+	// LISTEN: relays find records by the tail poll alone. Defaults to "".
+	ListenURL string
+
+	// DeliveryConns is the size of the engine's own delivery pool (fetch,
+	// completion and tail statements), opened besides the pool given to New
+	// and the LISTEN connection. Fewer connections bound the relay's share
+	// of max_connections; under load, statements then wait for one.
+	// Between 1 and 100. Defaults to 5.
+	DeliveryConns int
+
 	// DisableNotify turns off LISTEN/NOTIFY wake-ups in the writer and the
 	// engine (no NOTIFY, no LISTEN connection); relays then find records by
 	// the tail poll alone: every TailInterval while records arrive, and
@@ -178,6 +221,7 @@ func (c Config) WithDefaults() Config {
 	c.MaxPayloadBytes = cmp.Or(c.MaxPayloadBytes, MaxPayloadBytesDefault)
 	c.NotifyInterval = cmp.Or(c.NotifyInterval, NotifyIntervalDefault)
 	c.TailInterval = cmp.Or(c.TailInterval, TailIntervalDefault)
+	c.DeliveryConns = cmp.Or(c.DeliveryConns, DeliveryConnsDefault)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -227,6 +271,15 @@ func (c Config) Validate() error {
 		return bad("MaxPayloadBytes", c.MaxPayloadBytes, "must be between 1 and 1 GiB - 1 (PostgreSQL's bytea limit)")
 	case c.TailInterval < time.Millisecond:
 		return bad("TailInterval", c.TailInterval, "must be at least 1ms")
+	case c.Pooler != PoolerNone && c.Pooler != PoolerTransaction:
+		return bad("Pooler", fmt.Sprintf("%q", c.Pooler), `want "" (direct or session pooling) or "transaction"`)
+	case c.DeliveryConns < 1 || c.DeliveryConns > DeliveryConnsMax:
+		return bad("DeliveryConns", c.DeliveryConns, fmt.Sprintf("must be between 1 and %d", DeliveryConnsMax))
+	}
+	if c.ListenURL != "" {
+		if _, err := pgx.ParseConfig(c.ListenURL); err != nil {
+			return bad("ListenURL", "(redacted)", "is not a valid PostgreSQL URL")
+		}
 	}
 	return nil
 }

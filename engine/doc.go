@@ -48,8 +48,8 @@
 // idle actor sleeps exactly until then.
 //
 // These delivery statements (and the tail poll) run on the engine's own
-// pool of five connections, built from the given pool's configuration,
-// opened and prepared when Run starts. Its sessions use generic plans (the
+// pool of Config.DeliveryConns (five) connections, built from the given
+// pool's configuration, opened and prepared when Run starts. Its sessions use generic plans (the
 // statements take array parameters that change every call, and PostgreSQL
 // would otherwise plan them anew on every execution), plan them on the
 // indexes alone (enable_seqscan and enable_bitmapscan off: a generic plan

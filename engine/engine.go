@@ -9,8 +9,10 @@ import (
 	"runtime"
 	"strconv"
 	"sync/atomic"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/postrelay/postrelay/actors"
@@ -48,6 +50,11 @@ func New(pool *pgxpool.Pool, publisher message.Publisher, cfg Config) (*Engine, 
 	cfg, err := cfg.prepared()
 	if err != nil {
 		return nil, err
+	}
+	if m := pool.Config().ConnConfig.DefaultQueryExecMode; cfg.Pooler == PoolerTransaction &&
+		(m == pgx.QueryExecModeCacheStatement || m == pgx.QueryExecModeDescribeExec) {
+		return nil, fmt.Errorf("%w: Pooler = %q but the pool's default_query_exec_mode is %v, which uses prepared statements a pooler in transaction mode "+
+			"cannot keep: set default_query_exec_mode=exec (or cache_describe, simple_protocol) in its URL or config", ErrInvalidConfig, cfg.Pooler, m)
 	}
 	return &Engine{pool: pool, publisher: publisher, cfg: cfg, hub: &eventHub{buffer: cfg.EventBuffer}}, nil
 }
@@ -158,9 +165,17 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 	td := tailDeps{interval: cfg.TailInterval, store: st, wakers: wakers, owned: owned, waker: actors.NewWaker()}
 	root.SpawnFactory(runCtx, "tail", func() actors.Actor { return newTail(td) })
-	if !cfg.DisableNotify {
+	// LISTEN needs a session: behind a pooler in transaction mode only
+	// through ListenURL; without it the tail poll alone finds records.
+	if !cfg.DisableNotify && (cfg.Pooler != PoolerTransaction || cfg.ListenURL != "") {
+		connConfig := e.pool.Config().ConnConfig
+		if cfg.ListenURL != "" {
+			if connConfig, err = pgx.ParseConfig(cfg.ListenURL); err != nil { // Validate parsed it already
+				return fmt.Errorf("postrelay: ListenURL: %w", err)
+			}
+		}
 		root.Spawn(runCtx, "listener", &listener{d: listenerDeps{
-			connConfig: e.pool.Config().ConnConfig, channel: cfg.NotifyChannel(), wakers: wakers, tail: td.waker,
+			connConfig: connConfig, channel: cfg.NotifyChannel(), wakers: wakers, tail: td.waker,
 		}})
 	}
 	root.SpawnFactory(runCtx, "coordinator", func() actors.Actor { return newCoordinator(coord) })
@@ -169,6 +184,28 @@ func (e *Engine) Run(ctx context.Context) error {
 		return fmt.Errorf("postrelay: engine stop: %w", stopErr)
 	}
 	return nil
+}
+
+// retryConnect runs fn until it succeeds, fails for another reason than a
+// refused connection (see isConnectError), or ctx ends: a relay started
+// while PostgreSQL refuses connections (too many clients, a role's
+// CONNECTION LIMIT, a restart) waits for one, with backoff up to 5s,
+// logging each failure, instead of exiting.
+func retryConnect(ctx context.Context, cfg Config, fn func() error) error {
+	wait := 100 * time.Millisecond
+	for {
+		err := fn()
+		if err == nil || !isConnectError(err) || ctx.Err() != nil {
+			return err
+		}
+		cfg.Logger.Warn("postrelay: cannot connect to PostgreSQL; retrying", "err", err, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
 }
 
 // fastSlotsFor is how many batches may be in flight at once for a fast

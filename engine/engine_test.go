@@ -62,15 +62,7 @@ func TestDeliversEveryCommittedRecordAndNoRolledBackOne(t *testing.T) {
 	wg.Wait()
 	require.NotEmpty(t, rolledBack)
 
-	require.NoError(t, b.pub.WaitFor(30*time.Second, func(ds []recorder.Delivery) bool {
-		got := recorder.UniqueUUIDs(ds)
-		for id := range committed {
-			if got[id] == 0 {
-				return false
-			}
-		}
-		return true
-	}))
+	require.NoError(t, b.pub.WaitForAll(30*time.Second, committed, b.whereabouts))
 	ds := b.pub.Deliveries()
 	for _, d := range ds {
 		require.False(t, rolledBack[d.UUID], "rolled-back record %s was delivered", d.UUID)
@@ -313,6 +305,7 @@ func TestOrderHoldsAcrossRebalancingAndRetries(t *testing.T) {
 	ids := make(chan string, 100000)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() }) // writers stop before the pool closes, also on failure
 	for w := range 4 {
 		wg.Go(func() {
 			for i := 0; ctx.Err() == nil; i++ {
@@ -340,15 +333,7 @@ func TestOrderHoldsAcrossRebalancingAndRetries(t *testing.T) {
 	for id := range ids {
 		want[id] = true
 	}
-	require.NoError(t, b.pub.WaitFor(30*time.Second, func(ds []recorder.Delivery) bool {
-		got := recorder.UniqueUUIDs(ds)
-		for id := range want {
-			if got[id] == 0 {
-				return false
-			}
-		}
-		return true
-	}))
+	require.NoError(t, b.pub.WaitForAll(30*time.Second, want, b.whereabouts))
 	require.NoError(t, recorder.CheckKeyOrder(b.pub.Deliveries()))
 }
 

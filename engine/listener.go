@@ -185,7 +185,7 @@ func (t *tail) poll(ctx context.Context) (found bool, err error) {
 	if len(owned) == 0 {
 		return false, nil // nothing owned here, nobody to wake
 	}
-	rows, err := t.d.store.hotPool().Query(ctx, t.d.store.sqlTail, max(t.lastMax-tailLookback, 0), owned)
+	rows, err := t.d.store.hotQuery(ctx, t.d.store.sqlTail, max(t.lastMax-tailLookback, 0), owned)
 	if err != nil {
 		return false, err
 	}

@@ -5,11 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -154,19 +157,29 @@ func newStore(pool *pgxpool.Pool, cfg Config) *store {
 }
 
 // openStore checks that the schema is migrated to this binary's version,
-// reads its partition count and opens the delivery pool (openHotPool): the
-// store an Engine runs on. close releases the delivery pool.
+// reads its partition count and opens the delivery pool (openDeliveryPool,
+// with Config.DeliveryConns and Config.Pooler): the store an Engine runs
+// on. While PostgreSQL refuses connections for lack of room it retries
+// (retryConnect). close releases the delivery pool.
 func openStore(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*store, error) {
-	if err := checkVersion(ctx, pool, cfg); err != nil {
-		return nil, err
-	}
-	n, err := readPartitions(ctx, pool, cfg)
+	var n int
+	err := retryConnect(ctx, cfg, func() error {
+		if err := checkVersion(ctx, pool, cfg); err != nil {
+			return err
+		}
+		var err error
+		n, err = readPartitions(ctx, pool, cfg)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
 	s := newStore(pool, cfg)
 	s.partitions = n
-	if s.hot, err = openHotPool(ctx, pool, s.sqlFetch, s.sqlComplete, s.sqlTail); err != nil {
+	s.hot, err = openDeliveryPool(ctx, pool, deliveryPoolOptions{
+		conns: cfg.DeliveryConns, transaction: cfg.Pooler == PoolerTransaction, logger: cfg.Logger,
+	}, s.sqlFetch, s.sqlComplete, s.sqlTail)
+	if err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -225,25 +238,60 @@ const hotConns = 2*batcherSlots + 1
 //     published again — duplicates, which at-least-once delivery allows and
 //     consumers drop by message UUID — never lost.
 func openHotPool(ctx context.Context, pool *pgxpool.Pool, prepare ...string) (*pgxpool.Pool, error) {
+	return openDeliveryPool(ctx, pool, deliveryPoolOptions{conns: hotConns}, prepare...)
+}
+
+// deliveryPoolOptions shape the delivery pool (Config.DeliveryConns,
+// Config.Pooler).
+type deliveryPoolOptions struct {
+	conns       int
+	transaction bool // behind a pooler in transaction mode
+	logger      *slog.Logger
+}
+
+// sessionSettings are the delivery sessions' settings (see openHotPool),
+// set once per connection; localSettings is the same set for one
+// transaction, for poolers in transaction mode (plan_cache_mode does not
+// apply there: no statement is prepared).
+const (
+	sessionSettings = `SELECT set_config('plan_cache_mode', 'force_generic_plan', false),
+		set_config('enable_seqscan', 'off', false), set_config('enable_bitmapscan', 'off', false),
+		set_config('synchronous_commit', 'off', false), set_config('jit', 'off', false)`
+	localSettings = `SELECT set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true),
+		set_config('synchronous_commit', 'off', true), set_config('jit', 'off', true)`
+)
+
+// openDeliveryPool is openHotPool with o.conns connections. The settings
+// are sent by a statement after connecting rather than as startup
+// parameters, which PgBouncer refuses ("unsupported startup parameter").
+// With o.transaction it prepares nothing, sets nothing on the session and
+// runs statements unprepared (QueryExecModeExec); the store then sets the
+// settings per transaction (hotQuery). Opening the connections up front is
+// best effort: when PostgreSQL refuses some (too many clients, a role's
+// CONNECTION LIMIT) the pool logs it and opens them when they are needed,
+// and the statements that find none are retried by their actors.
+func openDeliveryPool(ctx context.Context, pool *pgxpool.Pool, o deliveryPoolOptions, prepare ...string) (*pgxpool.Pool, error) {
 	cfg := pool.Config().Copy()
-	cfg.MaxConns = hotConns
-	cfg.MinConns = hotConns
-	params := make(map[string]string, len(cfg.ConnConfig.RuntimeParams)+4)
-	for k, v := range cfg.ConnConfig.RuntimeParams {
-		params[k] = v
-	}
-	params["plan_cache_mode"] = "force_generic_plan"
-	params["enable_seqscan"] = "off"
-	params["enable_bitmapscan"] = "off"
-	params["synchronous_commit"] = "off"
-	params["jit"] = "off"
-	cfg.ConnConfig.RuntimeParams = params
+	cfg.MaxConns = int32(o.conns)
+	cfg.MinConns = int32(o.conns)
 	userAfterConnect := cfg.AfterConnect
+	if o.transaction {
+		cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeExec
+		cfg.ConnConfig.StatementCacheCapacity = 0
+		cfg.ConnConfig.DescriptionCacheCapacity = 0
+		prepare = nil
+	}
 	cfg.AfterConnect = func(ctx context.Context, conn *pgx.Conn) error {
 		if userAfterConnect != nil {
 			if err := userAfterConnect(ctx, conn); err != nil {
 				return err
 			}
+		}
+		if o.transaction {
+			return nil
+		}
+		if _, err := conn.Exec(ctx, sessionSettings); err != nil {
+			return fmt.Errorf("set the delivery session's settings: %w", err)
 		}
 		for _, sql := range prepare {
 			// Named by its text, the statement is what Query(sql) uses.
@@ -259,23 +307,117 @@ func openHotPool(ctx context.Context, pool *pgxpool.Pool, prepare ...string) (*p
 	}
 	// Open every connection now, in parallel, rather than when the first
 	// records arrive.
-	conns := make([]*pgxpool.Conn, hotConns)
-	errs := make([]error, hotConns)
+	conns := make([]*pgxpool.Conn, o.conns)
+	errs := make([]error, o.conns)
 	var wg sync.WaitGroup
 	for i := range conns {
 		wg.Go(func() { conns[i], errs[i] = hot.Acquire(ctx) })
 	}
 	wg.Wait()
+	opened := 0
 	for _, c := range conns {
 		if c != nil {
 			c.Release()
+			opened++
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
-		hot.Close()
-		return nil, fmt.Errorf("postrelay: open the delivery pool: %w", err)
+		if ctx.Err() != nil || !isConnectError(err) {
+			hot.Close()
+			return nil, fmt.Errorf("postrelay: open the delivery pool: %w", err)
+		}
+		if o.logger != nil {
+			o.logger.Warn("postrelay: delivery pool: PostgreSQL refused connections; the rest open when needed",
+				"opened", opened, "wanted", o.conns, "err", errs[slices.IndexFunc(errs, func(e error) bool { return e != nil })])
+		}
 	}
 	return hot, nil
+}
+
+// isConnectError reports whether err is PostgreSQL refusing a connection
+// for want of room (too many clients, a role's or database's CONNECTION
+// LIMIT: SQLSTATE class 53) or while it starts (57P03), which a later
+// attempt may overcome. An unreachable server is not: a relay pointed at
+// the wrong address fails at once.
+func isConnectError(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return strings.HasPrefix(pe.Code, "53") || pe.Code == "57P03"
+	}
+	return false
+}
+
+// hotQuery runs a delivery statement on the delivery pool. Behind a
+// pooler in transaction mode it runs in its own transaction, its settings
+// set locally first, all sent in one round trip (BEGIN, settings,
+// statement, COMMIT); the rows' Err reports a failed COMMIT once Next has
+// returned false.
+func (s *store) hotQuery(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	if s.cfg.Pooler != PoolerTransaction {
+		return s.hotPool().Query(ctx, sql, args...)
+	}
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	b.Queue(localSettings)
+	b.Queue(sql, args...)
+	b.Queue("COMMIT")
+	br := s.hotPool().SendBatch(ctx, b)
+	for range 2 {
+		if _, err := br.Exec(); err != nil {
+			_ = br.Close()
+			return nil, err
+		}
+	}
+	rows, err := br.Query()
+	if err != nil {
+		_ = br.Close()
+		return nil, err
+	}
+	return &txRows{Rows: rows, br: br}, nil
+}
+
+// txRows are a statement's rows inside hotQuery's transaction: when they
+// end, the transaction commits and the batch closes.
+type txRows struct {
+	pgx.Rows
+	br   pgx.BatchResults
+	done bool
+	err  error
+}
+
+func (r *txRows) Next() bool {
+	if r.done {
+		return false
+	}
+	if r.Rows.Next() {
+		return true
+	}
+	r.finish()
+	return false
+}
+
+func (r *txRows) finish() {
+	if r.done {
+		return
+	}
+	r.done = true
+	r.Rows.Close()
+	r.err = r.Rows.Err()
+	if r.err == nil {
+		_, r.err = r.br.Exec() // COMMIT
+	}
+	if err := r.br.Close(); r.err == nil {
+		r.err = err
+	}
+}
+
+func (r *txRows) Close() { r.finish() }
+
+func (r *txRows) Err() error {
+	if r.done {
+		return r.err
+	}
+	return r.Rows.Err()
 }
 
 func (s *store) heartbeat(ctx context.Context, id, host string, pid int) error {
@@ -400,7 +542,7 @@ func (s *store) fetch(ctx context.Context, reqs []fetchReq, out []fetchResult) e
 		at[r.p] = i
 		out[i] = fetchResult{}
 	}
-	rows, err := s.hotPool().Query(ctx, s.sqlFetch, ps, lims)
+	rows, err := s.hotQuery(ctx, s.sqlFetch, ps, lims)
 	if err != nil {
 		return err
 	}
@@ -489,12 +631,15 @@ func (s *store) complete(ctx context.Context, me string, reqs []completeReq, err
 		retryP = appendN(retryP, int32(r.p), len(c.retryIDs))
 		deadP = appendN(deadP, int32(r.p), len(c.deadIDs))
 	}
-	var held []int32
-	err := s.hotPool().QueryRow(ctx, s.sqlComplete, me, ps, epochs,
+	rows, err := s.hotQuery(ctx, s.sqlComplete, me, ps, epochs,
 		nonNil(doneP), nonNil(all.delivered),
 		nonNil(retryP), nonNil(all.retryIDs), nonNil(all.retryErrs), nonNil(all.retryUS),
 		nonNil(deadP), nonNil(all.deadIDs), nonNil(all.deadErrs),
-	).Scan(&held)
+	)
+	if err != nil {
+		return err
+	}
+	held, err := pgx.CollectExactlyOneRow(rows, pgx.RowTo[[]int32])
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"io"
 	"time"
@@ -31,11 +32,15 @@ type relayFlags struct {
 	migrate            bool
 	partitions         int
 	publishDelay       time.Duration
+	pooler             string
+	listenURL          string
+	deliveryConns      int
+	poolConns          int
 }
 
 func (r *relayFlags) register(fs *flag.FlagSet) {
 	r.broker.RegisterFlags(fs)
-	fs.StringVar(&r.configFile, "config", "", "broker config file (YAML or JSON) with per-broker options (env POSTRELAY_CONFIG)")
+	fs.StringVar(&r.configFile, "config", "", "broker config file (YAML or JSON) with per-broker options, or a relay config file listing several outboxes (`outboxes:`) (env POSTRELAY_CONFIG)")
 	fs.StringVar(&r.instanceID, "instance-id", "", "unique instance id (default hostname-pid-random)")
 	fs.IntVar(&r.batchSize, "batch-size", engine.BatchSizeDefault, "records fetched and completed at once per partition")
 	fs.DurationVar(&r.pollInterval, "poll-interval", engine.PollIntervalDefault, "fallback poll interval when no notification arrives")
@@ -50,6 +55,10 @@ func (r *relayFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&r.migrate, "migrate", false, "migrate the schema before running")
 	fs.IntVar(&r.partitions, "partitions", engine.PartitionsDefault, "partition count when --migrate creates the schema")
 	fs.DurationVar(&r.publishDelay, "publish-delay", 0, "add this delay to every Publish call: a simulated broker round trip, for benchmarks and fault tests")
+	fs.StringVar(&r.pooler, "pooler", "", `"transaction" when --database-url is a pooler in transaction mode (PgBouncer pool_mode=transaction); empty for a direct connection or session pooling`)
+	fs.StringVar(&r.listenURL, "listen-url", "", "direct PostgreSQL URL for the LISTEN connection (behind a transaction pooler; without it the relay polls every --poll-interval)")
+	fs.IntVar(&r.deliveryConns, "delivery-conns", engine.DeliveryConnsDefault, "connections of the relay's delivery pool (besides --pool-conns and 1 LISTEN)")
+	fs.IntVar(&r.poolConns, "pool-conns", 4, "connections of the relay's main pool (heartbeats, leases)")
 }
 
 func (r *relayFlags) engineConfig(c *common) engine.Config {
@@ -67,6 +76,9 @@ func (r *relayFlags) engineConfig(c *common) engine.Config {
 		MaxInFlight:        r.maxInFlight,
 		PublishConcurrency: r.publishConcurrency,
 		PublishTimeout:     r.publishTimeout,
+		Pooler:             r.pooler,
+		ListenURL:          r.listenURL,
+		DeliveryConns:      r.deliveryConns,
 	}
 }
 
@@ -92,6 +104,18 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := cfg.WithDefaults().Validate(); err != nil {
 		return usageError{err}
 	}
+	if r.configFile != "" {
+		file, ok, err := loadOutboxesFile(r.configFile)
+		if err != nil {
+			return usageError{err}
+		}
+		if ok {
+			if o.metricsAddr != "" || o.otlpEndpoint != "" || o.tracing {
+				return usageError{errors.New("--metrics-addr, --otlp-endpoint and --tracing are not supported with a config file listing outboxes yet")}
+			}
+			return runOutboxes(ctx, file, cfg, &r, log)
+		}
+	}
 	bcfg := r.broker
 	if r.configFile != "" {
 		fileCfg, err := adapters.LoadConfigFile(r.configFile)
@@ -110,7 +134,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 	}
 
-	pool, err := c.pool(ctx)
+	pool, err := openRelayPool(ctx, c.databaseURL, r.pooler, r.poolConns, log)
 	if err != nil {
 		return err
 	}
