@@ -55,9 +55,16 @@ const (
 	batcherMaxRows       = 8000
 )
 
-func newBatcher(s *store, me string, timeout time.Duration) *batcher {
+// newBatcher returns a batcher whose statements run on s for instance me.
+// Fetches run under fetchCtx and end with it; completions run under
+// completeCtx, which the engine cancels only after every actor has stopped,
+// so that what was published during a stop is recorded. No caller's own
+// context ever cancels a shared statement. timeout bounds one completion
+// statement.
+func newBatcher(s *store, me string, timeout time.Duration, fetchCtx, completeCtx context.Context) *batcher {
 	b := &batcher{store: s, me: me, timeout: timeout}
 	b.fetches = group[fetchReq, fetchResult]{
+		ctx:   fetchCtx,
 		slots: batcherSlots,
 		take: func(leader fetchReq, queue []*call[fetchReq, fetchResult]) int {
 			n, rows := 0, leader.limit
@@ -70,6 +77,7 @@ func newBatcher(s *store, me string, timeout time.Duration) *batcher {
 		run: b.runFetch,
 	}
 	b.complete = group[completeReq, error]{
+		ctx:    completeCtx,
 		slots:  batcherSlots,
 		linger: batcherLinger,
 		take: func(_ completeReq, queue []*call[completeReq, error]) int {
@@ -78,14 +86,6 @@ func newBatcher(s *store, me string, timeout time.Duration) *batcher {
 		run: b.runComplete,
 	}
 	return b
-}
-
-// open sets the contexts statements run under: fetches end with fetchCtx,
-// completions with completeCtx, which the engine cancels only after every
-// actor has stopped, so that what was published during a stop is
-// recorded. No caller's own context ever cancels a shared statement.
-func (b *batcher) open(fetchCtx, completeCtx context.Context) {
-	b.fetches.ctx, b.complete.ctx = fetchCtx, completeCtx
 }
 
 // fetchBatch returns up to limit available records of partition p (and

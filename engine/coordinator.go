@@ -182,10 +182,13 @@ func (c *coordinator) renew(ctx context.Context, deadline time.Time) bool {
 			continue
 		}
 		// The actor must not commit anything more (the fence would stop
-		// it too).
-		c.d.cfg.logger.Warn("postrelay: coordinator found partition lease lost", "partition", p, "epoch", h.epoch)
-		c.lost(p, h, nil)
-		_ = h.ref.SendControl(ctx, leaseMsg{lost: true})
+		// it too). It is told once, without waiting on its mailbox: a
+		// stuck actor must not stall the heartbeats.
+		if !h.lost {
+			c.d.cfg.logger.Warn("postrelay: coordinator found partition lease lost", "partition", p, "epoch", h.epoch)
+			c.lost(p, h, nil)
+			h.ref.TrySendControl(leaseMsg{lost: true})
+		}
 		if !h.stopping {
 			c.stop(h, false)
 		}

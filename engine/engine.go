@@ -115,8 +115,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	// was published during the stop is recorded.
 	completeCtx, stopCompletes := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopCompletes()
-	batch := newBatcher(st, cfg.InstanceID, cfg.StopTimeout)
-	batch.open(runCtx, completeCtx)
+	batch := newBatcher(st, cfg.InstanceID, cfg.StopTimeout, runCtx, completeCtx)
 
 	wakers := make([]*actors.Waker, st.partitions)
 	for i := range wakers {

@@ -100,7 +100,10 @@ func TestPoisonRecordIsRetriedThenDeadLetteredWhileOthersFlow(t *testing.T) {
 	b := setup(t)
 	cfg := b.cfg
 	cfg.MaxAttempts = 3
-	cfg.RetryInitial, cfg.RetryMax, cfg.RetryJitter = 300*time.Millisecond, 300*time.Millisecond, engine.NoJitter
+	// Retries 1 s apart: the good records, written after the poison one,
+	// must go out before its last attempt even when a write takes most of
+	// a second (load average 15-19 on the shared 2-core host).
+	cfg.RetryInitial, cfg.RetryMax, cfg.RetryJitter = time.Second, time.Second, engine.NoJitter
 	poisonErr := errors.New("broker rejects poison")
 	var mu sync.Mutex
 	var poisonAttempts []time.Time
@@ -191,7 +194,9 @@ func TestDelayedRecordWaitsAndHoldsItsKey(t *testing.T) {
 	for range b.cfg.Partitions {
 		r.waitEvent(t, 10*time.Second, func(e engine.Event) bool { return e.Kind == engine.EventLeaseAcquired })
 	}
-	const delay = 700 * time.Millisecond
+	// The delay must outlast the write and the delivery of "free" on a
+	// loaded machine (a write took up to 1 s on the shared 2-core host).
+	const delay = 2 * time.Second
 	written := time.Now()
 	writeTx(t, b, true,
 		engine.Record{Topic: "t", Key: "k", Payload: []byte("delayed"), DeliverAfter: delay},

@@ -66,7 +66,7 @@ func TestPartitionActorRebuildsItsLeaseFromTheDatabase(t *testing.T) {
 	publishes := 0
 	deps := &partitionDeps{
 		cfg:    partitionConfigFrom(cfg),
-		batch:  newBatcher(st, "me", time.Second),
+		batch:  newBatcher(st, "me", time.Second, ctx, ctx),
 		leases: st,
 		publish: func(string, *message.Message) error {
 			publishes++
