@@ -16,6 +16,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/postrelay/postrelay/adapters"
+	"github.com/postrelay/postrelay/adapters/adaptertest"
+	"github.com/postrelay/postrelay/engine"
+	"github.com/postrelay/postrelay/internal/pgtest"
 )
 
 func TestRedact(t *testing.T) {
@@ -135,6 +138,33 @@ func newTextLogger(w *strings.Builder) *slog.Logger { return slog.New(slog.NewTe
 
 func newKeyed(uuid, key string) *message.Message {
 	m := message.NewMessage(uuid, []byte("payload"))
-	m.Metadata.Set(adapters.KeyMetadata, key)
+	m.Metadata.Set(engine.MetadataKey, key)
 	return m
+}
+
+// Close of every publisher NewPublisher returns reports no error, and a
+// second Close is harmless (redis:// once closed its client twice and
+// returned "redis: client is closed").
+func TestPublisherCloseReturnsNil(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ name, addr, url string }{
+		{"memory", "", "memory://"},
+		{"redis", "127.0.0.1:6379", adaptertest.RedisURL},
+		{"amqp", "127.0.0.1:5672", adaptertest.AMQPURL},
+		{"nats", "127.0.0.1:4222", adaptertest.NATSURL},
+		{"postgres", "", pgtest.URL()},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if tc.addr != "" {
+				adaptertest.Require(t, tc.addr)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			pub, err := adapters.NewPublisher(ctx, adapters.Config{URL: tc.url})
+			require.NoError(t, err)
+			require.NoError(t, pub.Close(), "first Close")
+			require.NoError(t, pub.Close(), "second Close")
+		})
+	}
 }

@@ -196,7 +196,8 @@ func startRelay(t *testing.T, pub message.Publisher, configure func(*engine.Conf
 	require.NoError(t, engine.Migrate(ctx, pool, cfg))
 	eng, err := engine.New(pool, pub, cfg)
 	require.NoError(t, err)
-	r := &relay{pool: pool, cfg: cfg, w: engine.NewWriter(cfg), events: eng.Events()}
+	events, _ := eng.Events() // closed when Run returns
+	r := &relay{pool: pool, cfg: cfg, w: engine.NewWriter(cfg), events: events}
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- eng.Run(runCtx) }()

@@ -40,13 +40,9 @@ type batcher struct {
 // batcherLinger is how long the leader of a busy completion group waits
 // for more requests before it runs its statement (see group.lead).
 // Completions only: a completion's wait delays no publish, a fetch's would
-// delay every record it returns. Alternated runs, 2 cores: at 5,000
-// records/s offered 3,285-3,961 committed/s and 442-535 µs machine CPU per
-// record with the wait against 2,750-2,883/s and 616-653 µs without, with
-// 6,201-6,941 completion statements per 10 s run instead of 8,855-9,377;
-// at 1,000 records/s p99 6.8-7.4 ms against 8.3-10.5 ms. Waiting in
-// fetches too saved some more CPU but raised p50 at 1,000 records/s from
-// 2.4 to 3.7 ms.
+// delay every record it returns. The wait raised throughput and cut CPU per
+// record, waiting in fetches raised latency (bench/README.md, "Busy
+// completions wait 1 ms").
 const batcherLinger = time.Millisecond
 
 // batcherSlots is how many statements of each kind may run at once.
@@ -59,9 +55,16 @@ const (
 	batcherMaxRows       = 8000
 )
 
-func newBatcher(s *store, me string, timeout time.Duration) *batcher {
+// newBatcher returns a batcher whose statements run on s for instance me.
+// Fetches run under fetchCtx and end with it; completions run under
+// completeCtx, which the engine cancels only after every actor has stopped,
+// so that what was published during a stop is recorded. No caller's own
+// context ever cancels a shared statement. timeout bounds one completion
+// statement.
+func newBatcher(s *store, me string, timeout time.Duration, fetchCtx, completeCtx context.Context) *batcher {
 	b := &batcher{store: s, me: me, timeout: timeout}
 	b.fetches = group[fetchReq, fetchResult]{
+		ctx:   fetchCtx,
 		slots: batcherSlots,
 		take: func(leader fetchReq, queue []*call[fetchReq, fetchResult]) int {
 			n, rows := 0, leader.limit
@@ -74,6 +77,7 @@ func newBatcher(s *store, me string, timeout time.Duration) *batcher {
 		run: b.runFetch,
 	}
 	b.complete = group[completeReq, error]{
+		ctx:    completeCtx,
 		slots:  batcherSlots,
 		linger: batcherLinger,
 		take: func(_ completeReq, queue []*call[completeReq, error]) int {
@@ -82,14 +86,6 @@ func newBatcher(s *store, me string, timeout time.Duration) *batcher {
 		run: b.runComplete,
 	}
 	return b
-}
-
-// open sets the contexts statements run under: fetches end with fetchCtx,
-// completions with completeCtx, which the engine cancels only after every
-// actor has stopped, so that what was published during a stop is
-// recorded. No caller's own context ever cancels a shared statement.
-func (b *batcher) open(fetchCtx, completeCtx context.Context) {
-	b.fetches.ctx, b.complete.ctx = fetchCtx, completeCtx
 }
 
 // fetchBatch returns up to limit available records of partition p (and

@@ -185,10 +185,9 @@ func TestGroupLingersOnlyWhenBusy(t *testing.T) {
 func TestFetchCancelledByShutdownReportsIt(t *testing.T) {
 	t.Parallel()
 	_, _, cfg, st := newTestStore(t, 4)
-	b := newBatcher(st, cfg.InstanceID, time.Second)
 	fetchCtx, cancel := context.WithCancelCause(context.Background())
 	cancel(ErrShutdown)
-	b.open(fetchCtx, context.Background())
+	b := newBatcher(st, cfg.InstanceID, time.Second, fetchCtx, context.Background())
 	_, err := b.fetchBatch(context.Background(), 0, 10)
 	require.ErrorIs(t, err, ErrShutdown)
 }

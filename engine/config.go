@@ -31,8 +31,22 @@ const (
 	StopTimeoutDefault        = 15 * time.Second
 	EventBufferDefault        = 4096
 	MaxPayloadBytesDefault    = 16 << 20
-	NotifyIntervalDefault     = 2 * time.Millisecond
-	TailIntervalDefault       = 5 * time.Millisecond
+	NotifyIntervalDefault     = 250 * time.Millisecond
+	TailIntervalDefault       = 2 * time.Millisecond
+	DeliveryConnsDefault      = 5
+	DeliveryConnsMax          = 100
+)
+
+// Pooler values: what sits between the relay and PostgreSQL.
+const (
+	// PoolerNone: a direct connection, or a pooler in session mode (such
+	// as PgBouncer's pool_mode = session), which keeps a server session
+	// per client connection.
+	PoolerNone = ""
+	// PoolerTransaction: a pooler in transaction mode (PgBouncer's
+	// pool_mode = transaction, most managed poolers), which may hand every
+	// transaction to another server session.
+	PoolerTransaction = "transaction"
 )
 
 // Config configures the writer, the engine and migrations. The zero value is
@@ -89,11 +103,12 @@ type Config struct {
 	RetryJitter float64
 
 	// PublishConcurrency is how many keys of one partition's batch are
-	// published at the same time when the broker is slow (a Publish call
-	// takes 200µs or more on average); faster brokers are fed in id order
-	// from one goroutine. Records of one key are always published one
-	// after the other, in order; 1 always publishes in id order. Between 1
-	// and 256. Defaults to 4.
+	// published at the same time when the broker is slow: when the
+	// partition's moving average of each batch's fastest Publish call is
+	// 200µs or more (until measured, a broker is taken as slow). Faster
+	// brokers are fed in id order from one goroutine. Records of one key are
+	// always published one after the other, in order; 1 always publishes in
+	// id order. Between 1 and 256. Defaults to 4.
 	PublishConcurrency int
 
 	// MaxInFlight bounds the Publish calls in flight in this instance, across
@@ -128,29 +143,64 @@ type Config struct {
 	MaxPayloadBytes int
 
 	// NotifyInterval rate-limits the writer's wake-up notifications: at
-	// most one notifying write per interval and Writer. Notifying commits
-	// are serialized by PostgreSQL, so notifying on every write would cap
-	// the application's commit rate; the relay finds the records of writes
-	// that did not notify by its tail poll (see TailInterval). A negative
-	// value notifies on every write. Defaults to 2ms.
+	// most one notifying write per interval and Writer. A notifying commit
+	// holds PostgreSQL's notification queue lock until it is durable, so
+	// notifying commits are serialized; rare notifications keep that off
+	// the application's commits. The relay needs no more: a notification
+	// keeps its tail poll polling every TailInterval for the next second
+	// (and every poll that finds records extends that), so the writes that
+	// did not notify are found by the poll. A negative value notifies on
+	// every write. Defaults to 250ms.
 	NotifyInterval time.Duration
 
-	// TailInterval is the delay of the relay's trailing tail poll: after a
-	// notification the relay looks for new records in every partition at
-	// once, and once more TailInterval later, so records whose writes did
-	// not notify are found within about NotifyInterval + TailInterval.
-	// Defaults to 5ms.
+	// TailInterval is how often the relay's tail poll looks for new records
+	// (one index probe per owned partition) while records are arriving: the
+	// longest a record waits to be noticed under steady load. After a second
+	// without new records the polls space out to 20 a second until the next
+	// notification. Defaults to 2ms.
 	TailInterval time.Duration
 
+	// Pooler says what sits between the relay and PostgreSQL: "" for a
+	// direct connection or a pooler in session mode, "transaction" for a
+	// pooler in transaction mode (PgBouncer's pool_mode = transaction). In
+	// transaction mode the delivery pool sends no startup parameters, keeps
+	// no session state and prepares no named statements: each delivery
+	// statement runs in its own transaction with its settings set locally,
+	// all in one round trip; the pool given to New must not use named
+	// prepared statements either (pgx's default_query_exec_mode=exec,
+	// cache_describe or simple_protocol); and notifications come through
+	// ListenURL (without it the tail poll alone finds records: every
+	// TailInterval while they arrive, within about 50ms after a quiet
+	// spell). Defaults to "".
+	Pooler string
+
+	// ListenURL is the PostgreSQL URL of the connection that LISTENs for
+	// the writers' notifications. LISTEN needs a session of its own, so
+	// behind a pooler in transaction mode point it at PostgreSQL directly
+	// (or at a session-mode pool). Empty means the pool's own connection
+	// settings, except with Pooler "transaction", where it means no
+	// LISTEN: relays find records by the tail poll alone. Defaults to "".
+	ListenURL string
+
+	// DeliveryConns is the size of the engine's own delivery pool (fetch,
+	// completion and tail statements), opened besides the pool given to New
+	// and the LISTEN connection. Fewer connections bound the relay's share
+	// of max_connections; under load, statements then wait for one.
+	// Between 1 and 100. Defaults to 5.
+	DeliveryConns int
+
 	// DisableNotify turns off LISTEN/NOTIFY wake-ups in the writer and the
-	// engine; relays then find records by polling alone.
+	// engine (no NOTIFY, no LISTEN connection); relays then find records by
+	// the tail poll alone: every TailInterval while records arrive, and
+	// within about 50ms after a quiet spell. Defaults to false.
 	DisableNotify bool
 
-	// Logger receives structured logs. nil discards them.
+	// Logger receives structured logs. nil discards them. Defaults to nil.
 	Logger *slog.Logger
 
 	// Observer receives a hook per delivery attempt and every event, for
-	// tracing and metrics (see package tracing). nil means none.
+	// tracing and metrics (see package tracing). nil means none. Defaults
+	// to nil.
 	Observer Observer
 }
 
@@ -179,6 +229,7 @@ func (c Config) WithDefaults() Config {
 	c.MaxPayloadBytes = cmp.Or(c.MaxPayloadBytes, MaxPayloadBytesDefault)
 	c.NotifyInterval = cmp.Or(c.NotifyInterval, NotifyIntervalDefault)
 	c.TailInterval = cmp.Or(c.TailInterval, TailIntervalDefault)
+	c.DeliveryConns = cmp.Or(c.DeliveryConns, DeliveryConnsDefault)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -230,6 +281,15 @@ func (c Config) Validate() error {
 		return bad("MaxPayloadBytes", c.MaxPayloadBytes, "must be between 1 and 1 GiB - 1 (PostgreSQL's bytea limit)")
 	case c.TailInterval < time.Millisecond:
 		return bad("TailInterval", c.TailInterval, "must be at least 1ms")
+	case c.Pooler != PoolerNone && c.Pooler != PoolerTransaction:
+		return bad("Pooler", fmt.Sprintf("%q", c.Pooler), `want "" (direct or session pooling) or "transaction"`)
+	case c.DeliveryConns < 1 || c.DeliveryConns > DeliveryConnsMax:
+		return bad("DeliveryConns", c.DeliveryConns, fmt.Sprintf("must be between 1 and %d", DeliveryConnsMax))
+	}
+	if c.ListenURL != "" {
+		if _, err := pgx.ParseConfig(c.ListenURL); err != nil {
+			return bad("ListenURL", "(redacted)", "is not a valid PostgreSQL URL")
+		}
 	}
 	return nil
 }

@@ -62,15 +62,7 @@ func TestDeliversEveryCommittedRecordAndNoRolledBackOne(t *testing.T) {
 	wg.Wait()
 	require.NotEmpty(t, rolledBack)
 
-	require.NoError(t, b.pub.WaitFor(30*time.Second, func(ds []recorder.Delivery) bool {
-		got := recorder.UniqueUUIDs(ds)
-		for id := range committed {
-			if got[id] == 0 {
-				return false
-			}
-		}
-		return true
-	}))
+	require.NoError(t, b.pub.WaitForAll(30*time.Second, committed, b.whereabouts))
 	ds := b.pub.Deliveries()
 	for _, d := range ds {
 		require.False(t, rolledBack[d.UUID], "rolled-back record %s was delivered", d.UUID)
@@ -108,7 +100,10 @@ func TestPoisonRecordIsRetriedThenDeadLetteredWhileOthersFlow(t *testing.T) {
 	b := setup(t)
 	cfg := b.cfg
 	cfg.MaxAttempts = 3
-	cfg.RetryInitial, cfg.RetryMax, cfg.RetryJitter = 300*time.Millisecond, 300*time.Millisecond, engine.NoJitter
+	// Retries 1 s apart: the good records, written after the poison one,
+	// must go out before its last attempt even when a write takes most of
+	// a second (load average 15-19 on the shared 2-core host).
+	cfg.RetryInitial, cfg.RetryMax, cfg.RetryJitter = time.Second, time.Second, engine.NoJitter
 	poisonErr := errors.New("broker rejects poison")
 	var mu sync.Mutex
 	var poisonAttempts []time.Time
@@ -192,8 +187,16 @@ func TestPoisonRecordIsRetriedThenDeadLetteredWhileOthersFlow(t *testing.T) {
 func TestDelayedRecordWaitsAndHoldsItsKey(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	start(t, b, b.cfg, b.pub)
-	const delay = 700 * time.Millisecond
+	r := start(t, b, b.cfg, b.pub)
+	// Write once the engine holds its partitions: written earlier, with a
+	// start-up longer than the delay both records would be due at once and
+	// their order up to the scheduler.
+	for range b.cfg.Partitions {
+		r.waitEvent(t, 10*time.Second, func(e engine.Event) bool { return e.Kind == engine.EventLeaseAcquired })
+	}
+	// The delay must outlast the write and the delivery of "free" on a
+	// loaded machine (a write took up to 1 s on the shared 2-core host).
+	const delay = 2 * time.Second
 	written := time.Now()
 	writeTx(t, b, true,
 		engine.Record{Topic: "t", Key: "k", Payload: []byte("delayed"), DeliverAfter: delay},
@@ -307,6 +310,7 @@ func TestOrderHoldsAcrossRebalancingAndRetries(t *testing.T) {
 	ids := make(chan string, 100000)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() }) // writers stop before the pool closes, also on failure
 	for w := range 4 {
 		wg.Go(func() {
 			for i := 0; ctx.Err() == nil; i++ {
@@ -334,15 +338,7 @@ func TestOrderHoldsAcrossRebalancingAndRetries(t *testing.T) {
 	for id := range ids {
 		want[id] = true
 	}
-	require.NoError(t, b.pub.WaitFor(30*time.Second, func(ds []recorder.Delivery) bool {
-		got := recorder.UniqueUUIDs(ds)
-		for id := range want {
-			if got[id] == 0 {
-				return false
-			}
-		}
-		return true
-	}))
+	require.NoError(t, b.pub.WaitForAll(30*time.Second, want, b.whereabouts))
 	require.NoError(t, recorder.CheckKeyOrder(b.pub.Deliveries()))
 }
 
@@ -367,9 +363,10 @@ func TestBadInputGetsClearErrors(t *testing.T) {
 	err = engine.NewWriter(small).Write(ctx, tx, engine.Record{Topic: "t", Payload: make([]byte, 11)})
 	require.ErrorContains(t, err, "payload is 11 bytes, more than MaxPayloadBytes (10)")
 
-	err = b.writer.Write(ctx, "not a tx", rec("t", "k", 1))
+	var noTx pgx.Tx // a wrong type no longer compiles; nil is refused
+	err = b.writer.Write(ctx, noTx, rec("t", "k", 1))
 	require.ErrorIs(t, err, engine.ErrUnsupportedTx)
-	require.ErrorContains(t, err, "string")
+	require.ErrorContains(t, err, "tx is nil")
 
 	bad := b.cfg
 	bad.Schema = "Robert'); DROP TABLE students;--"

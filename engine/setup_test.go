@@ -50,6 +50,12 @@ func setup(t *testing.T) *bundle {
 	return &bundle{pool: pool, cfg: cfg, writer: engine.NewWriter(cfg), pub: recorder.New()}
 }
 
+// whereabouts says where each record with one of these message ids is in
+// the outbox (pending, held, dead-lettered or absent).
+func (b *bundle) whereabouts(ids []string) string {
+	return recorder.Whereabouts(context.Background(), b.pool, b.cfg.Schema, ids)
+}
+
 // running is an engine started in the background.
 type running struct {
 	eng    *engine.Engine
@@ -69,8 +75,17 @@ func start(t *testing.T, b *bundle, cfg engine.Config, pub interface {
 	eng, err := engine.New(b.pool, pub, cfg)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{eng: eng, events: eng.Events(), cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- eng.Run(ctx) }()
+	events, _ := eng.Events() // closed when Run returns
+	r := &running{eng: eng, events: events, cancel: cancel, done: make(chan error, 1)}
+	go func() {
+		err := eng.Run(ctx)
+		if err != nil && ctx.Err() == nil {
+			// Say why at once, rather than let the test wait for
+			// deliveries until its deadline.
+			t.Errorf("engine %s: Run returned before the test stopped it: %v", cfg.InstanceID, err)
+		}
+		r.done <- err
+	}()
 	t.Cleanup(func() { require.NoError(t, r.stop()) })
 	return r
 }
@@ -112,6 +127,10 @@ func writeTx(t *testing.T, b *bundle, commit bool, recs ...engine.Record) {
 	ctx := context.Background()
 	tx, err := b.pool.Begin(ctx)
 	require.NoError(t, err)
+	// A failing require ends the goroutine: the rollback then still
+	// releases the connection (an unreleased one made pool.Close, and so
+	// the whole package, hang until the test binary's timeout).
+	defer func() { _ = tx.Rollback(ctx) }()
 	require.NoError(t, b.writer.Write(ctx, tx, recs...))
 	if commit {
 		require.NoError(t, tx.Commit(ctx))

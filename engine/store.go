@@ -5,26 +5,42 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// store holds every SQL statement the engine runs. Statements are built once
-// from the validated schema name; values always travel as parameters.
+// The engine's SQL lives in the store files, one per concern, each built
+// once from the validated schema name, values always as parameters:
+//
+//   - store.go: the relay's statements — membership, leases, fetch,
+//     completion, tail — and the delivery pool they run on;
+//   - store_schema.go: around the migrations (migrations/*.sql), the
+//     version check and the partition count (read there only);
+//   - store_admin.go: Admin's status and dead-letter statements.
+//
+// The Writer builds its INSERT, COPY and NOTIFY statements itself
+// (writer.go): their text depends on the row count and is cached there.
+
+// store holds the relay's statements (see above).
 type store struct {
 	pool *pgxpool.Pool
 	// hot runs the statements of the delivery path (fetch, completion,
 	// tail) when set: the engine's own small pool whose sessions use
-	// generic plans (see Engine.Run). Unset, they run on pool.
+	// generic plans (see openHotPool). Unset, they run on pool.
 	hot *pgxpool.Pool
 	cfg Config
+	// partitions is the schema's partition count, read by openStore.
+	partitions int
 
 	sqlHeartbeat, sqlLiveInstances, sqlDeleteInstance, sqlReapInstances string
-	sqlAcquire, sqlRenew, sqlRelease, sqlReleaseAll                     string
+	sqlAcquire, sqlRenew, sqlRelease, sqlReleaseAll, sqlReadLease       string
 	sqlFetch, sqlComplete, sqlTail                                      string
 }
 
@@ -59,6 +75,8 @@ func newStore(pool *pgxpool.Pool, cfg Config) *store {
 		sqlRelease: `UPDATE ` + partitions + ` SET owner = NULL, lease_until = NULL
 			WHERE partition = $1 AND owner = $2 AND epoch = $3`,
 		sqlReleaseAll: `UPDATE ` + partitions + ` SET owner = NULL, lease_until = NULL WHERE owner = $1`,
+		sqlReadLease: `SELECT coalesce(owner, ''), epoch, coalesce(extract(epoch FROM lease_until - now()), 0)::float8
+			FROM ` + partitions + ` WHERE partition = $1`,
 		// Fetch the oldest available records of each requested partition
 		// (one LATERAL branch per partition, each with its own limit),
 		// skipping every record whose key has an earlier record still held
@@ -138,6 +156,50 @@ func newStore(pool *pgxpool.Pool, cfg Config) *store {
 	}
 }
 
+// openStore checks that the schema is migrated to this binary's version,
+// reads its partition count and opens the delivery pool (openDeliveryPool,
+// with Config.DeliveryConns and Config.Pooler): the store an Engine runs
+// on. While PostgreSQL refuses connections for lack of room it retries
+// (retryConnect). close releases the delivery pool.
+func openStore(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*store, error) {
+	var n int
+	err := retryConnect(ctx, cfg, func() error {
+		if err := checkVersion(ctx, pool, cfg); err != nil {
+			return err
+		}
+		var err error
+		n, err = readPartitions(ctx, pool, cfg)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	s := newStore(pool, cfg)
+	s.partitions = n
+	if cfg.Retention > 0 { // see retention.go
+		if s.sqlComplete, err = retainedCompleteSQL(s.sqlComplete, cfg); err != nil {
+			return nil, err
+		}
+		if _, err := MaintainHistory(ctx, pool, cfg, time.Time{}); err != nil {
+			return nil, err
+		}
+	}
+	s.hot, err = openDeliveryPool(ctx, pool, deliveryPoolOptions{
+		conns: cfg.DeliveryConns, transaction: cfg.Pooler == PoolerTransaction, logger: cfg.Logger,
+	}, s.sqlFetch, s.sqlComplete, s.sqlTail)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// close closes the delivery pool, if open.
+func (s *store) close() {
+	if s.hot != nil {
+		s.hot.Close()
+	}
+}
+
 func micros(d time.Duration) int64 { return d.Microseconds() }
 
 func (s *store) hotPool() *pgxpool.Pool {
@@ -154,21 +216,24 @@ const hotConns = 2*batcherSlots + 1
 // openHotPool returns the engine's own pool for the delivery path: the
 // user's pool configuration (credentials, TLS, hooks) with hotConns
 // connections, all opened before it returns, each with the statements in
-// prepare already prepared (a new connection and its first execution of the
-// completion measured 40-60 ms on a loaded 2-core machine, which the first
-// records after a start waited for). Its sessions set
+// prepare already prepared (a new connection's first completion is slow,
+// and the first records after a start waited for it: bench/README.md, "Warm
+// delivery pool"). Its sessions set
 //
 //   - plan_cache_mode = force_generic_plan. The delivery statements take
 //     array parameters whose values change every call; left to itself
-//     PostgreSQL re-plans them on every execution (about 0.5 ms for the
-//     fetch), which measured 7 % of the machine's CPU per record at 1,500
-//     records/s and doubled the median latency.
+//     PostgreSQL re-plans them on every execution, which cost CPU and
+//     latency (bench/README.md, "Generic plans").
 //   - enable_seqscan = off and enable_bitmapscan = off. Only the engine's
 //     own statements run here, and each is right only on its indexes; a
 //     session keeps the generic plan it built first, usually on an empty
 //     table, where PostgreSQL otherwise chose a sequential scan of the
 //     whole records table for every fetch (see
 //     TestDeliveryPlansStayIndexedWhenPlannedOnAnEmptyTable).
+//   - jit = off. The statements are small; and with enable_seqscan off, a
+//     plan that must scan a relation sequentially (a sequence, say) is
+//     costed above jit_above_cost, and JIT compilation then took 0.4-0.9 s
+//     per execution (measured on the tail probe with a sequence read).
 //   - synchronous_commit = off. A completion then returns once its commit
 //     record is in the WAL buffers, not on disk: the actor does not wait
 //     for a flush per batch, and its flushes stop competing with the
@@ -181,24 +246,60 @@ const hotConns = 2*batcherSlots + 1
 //     published again — duplicates, which at-least-once delivery allows and
 //     consumers drop by message UUID — never lost.
 func openHotPool(ctx context.Context, pool *pgxpool.Pool, prepare ...string) (*pgxpool.Pool, error) {
+	return openDeliveryPool(ctx, pool, deliveryPoolOptions{conns: hotConns}, prepare...)
+}
+
+// deliveryPoolOptions shape the delivery pool (Config.DeliveryConns,
+// Config.Pooler).
+type deliveryPoolOptions struct {
+	conns       int
+	transaction bool // behind a pooler in transaction mode
+	logger      *slog.Logger
+}
+
+// sessionSettings are the delivery sessions' settings (see openHotPool),
+// set once per connection; localSettings is the same set for one
+// transaction, for poolers in transaction mode (plan_cache_mode does not
+// apply there: no statement is prepared).
+const (
+	sessionSettings = `SELECT set_config('plan_cache_mode', 'force_generic_plan', false),
+		set_config('enable_seqscan', 'off', false), set_config('enable_bitmapscan', 'off', false),
+		set_config('synchronous_commit', 'off', false), set_config('jit', 'off', false)`
+	localSettings = `SELECT set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true),
+		set_config('synchronous_commit', 'off', true), set_config('jit', 'off', true)`
+)
+
+// openDeliveryPool is openHotPool with o.conns connections. The settings
+// are sent by a statement after connecting rather than as startup
+// parameters, which PgBouncer refuses ("unsupported startup parameter").
+// With o.transaction it prepares nothing, sets nothing on the session and
+// runs statements unprepared (QueryExecModeExec); the store then sets the
+// settings per transaction (hotQuery). Opening the connections up front is
+// best effort: when PostgreSQL refuses some (too many clients, a role's
+// CONNECTION LIMIT) the pool logs it and opens them when they are needed,
+// and the statements that find none are retried by their actors.
+func openDeliveryPool(ctx context.Context, pool *pgxpool.Pool, o deliveryPoolOptions, prepare ...string) (*pgxpool.Pool, error) {
 	cfg := pool.Config().Copy()
-	cfg.MaxConns = hotConns
-	cfg.MinConns = hotConns
-	params := make(map[string]string, len(cfg.ConnConfig.RuntimeParams)+4)
-	for k, v := range cfg.ConnConfig.RuntimeParams {
-		params[k] = v
-	}
-	params["plan_cache_mode"] = "force_generic_plan"
-	params["enable_seqscan"] = "off"
-	params["enable_bitmapscan"] = "off"
-	params["synchronous_commit"] = "off"
-	cfg.ConnConfig.RuntimeParams = params
+	cfg.MaxConns = int32(o.conns)
+	cfg.MinConns = int32(o.conns)
 	userAfterConnect := cfg.AfterConnect
+	if o.transaction {
+		cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeExec
+		cfg.ConnConfig.StatementCacheCapacity = 0
+		cfg.ConnConfig.DescriptionCacheCapacity = 0
+		prepare = nil
+	}
 	cfg.AfterConnect = func(ctx context.Context, conn *pgx.Conn) error {
 		if userAfterConnect != nil {
 			if err := userAfterConnect(ctx, conn); err != nil {
 				return err
 			}
+		}
+		if o.transaction {
+			return nil
+		}
+		if _, err := conn.Exec(ctx, sessionSettings); err != nil {
+			return fmt.Errorf("set the delivery session's settings: %w", err)
 		}
 		for _, sql := range prepare {
 			// Named by its text, the statement is what Query(sql) uses.
@@ -214,23 +315,117 @@ func openHotPool(ctx context.Context, pool *pgxpool.Pool, prepare ...string) (*p
 	}
 	// Open every connection now, in parallel, rather than when the first
 	// records arrive.
-	conns := make([]*pgxpool.Conn, hotConns)
-	errs := make([]error, hotConns)
+	conns := make([]*pgxpool.Conn, o.conns)
+	errs := make([]error, o.conns)
 	var wg sync.WaitGroup
 	for i := range conns {
 		wg.Go(func() { conns[i], errs[i] = hot.Acquire(ctx) })
 	}
 	wg.Wait()
+	opened := 0
 	for _, c := range conns {
 		if c != nil {
 			c.Release()
+			opened++
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
-		hot.Close()
-		return nil, fmt.Errorf("postrelay: open the delivery pool: %w", err)
+		if ctx.Err() != nil || !isConnectError(err) {
+			hot.Close()
+			return nil, fmt.Errorf("postrelay: open the delivery pool: %w", err)
+		}
+		if o.logger != nil {
+			o.logger.Warn("postrelay: delivery pool: PostgreSQL refused connections; the rest open when needed",
+				"opened", opened, "wanted", o.conns, "err", errs[slices.IndexFunc(errs, func(e error) bool { return e != nil })])
+		}
 	}
 	return hot, nil
+}
+
+// isConnectError reports whether err is PostgreSQL refusing a connection
+// for want of room (too many clients, a role's or database's CONNECTION
+// LIMIT: SQLSTATE class 53) or while it starts (57P03), which a later
+// attempt may overcome. An unreachable server is not: a relay pointed at
+// the wrong address fails at once.
+func isConnectError(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return strings.HasPrefix(pe.Code, "53") || pe.Code == "57P03"
+	}
+	return false
+}
+
+// hotQuery runs a delivery statement on the delivery pool. Behind a
+// pooler in transaction mode it runs in its own transaction, its settings
+// set locally first, all sent in one round trip (BEGIN, settings,
+// statement, COMMIT); the rows' Err reports a failed COMMIT once Next has
+// returned false.
+func (s *store) hotQuery(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	if s.cfg.Pooler != PoolerTransaction {
+		return s.hotPool().Query(ctx, sql, args...)
+	}
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	b.Queue(localSettings)
+	b.Queue(sql, args...)
+	b.Queue("COMMIT")
+	br := s.hotPool().SendBatch(ctx, b)
+	for range 2 {
+		if _, err := br.Exec(); err != nil {
+			_ = br.Close()
+			return nil, err
+		}
+	}
+	rows, err := br.Query()
+	if err != nil {
+		_ = br.Close()
+		return nil, err
+	}
+	return &txRows{Rows: rows, br: br}, nil
+}
+
+// txRows are a statement's rows inside hotQuery's transaction: when they
+// end, the transaction commits and the batch closes.
+type txRows struct {
+	pgx.Rows
+	br   pgx.BatchResults
+	done bool
+	err  error
+}
+
+func (r *txRows) Next() bool {
+	if r.done {
+		return false
+	}
+	if r.Rows.Next() {
+		return true
+	}
+	r.finish()
+	return false
+}
+
+func (r *txRows) finish() {
+	if r.done {
+		return
+	}
+	r.done = true
+	r.Rows.Close()
+	r.err = r.Rows.Err()
+	if r.err == nil {
+		_, r.err = r.br.Exec() // COMMIT
+	}
+	if err := r.br.Close(); r.err == nil {
+		r.err = err
+	}
+}
+
+func (r *txRows) Close() { r.finish() }
+
+func (r *txRows) Err() error {
+	if r.done {
+		return r.err
+	}
+	return r.Rows.Err()
 }
 
 func (s *store) heartbeat(ctx context.Context, id, host string, pid int) error {
@@ -289,6 +484,22 @@ func (s *store) renew(ctx context.Context, me string, ttl time.Duration, ps []in
 	return renewed, err
 }
 
+// lease is a partition's row in the partitions table.
+type lease struct {
+	owner     string        // "" when free
+	epoch     int64         // incremented by every acquisition
+	remaining time.Duration // lease_until - now() on the database clock; 0 or less: expired
+}
+
+// readLease reads partition p's lease.
+func (s *store) readLease(ctx context.Context, p int) (lease, error) {
+	var l lease
+	var sec float64
+	err := s.pool.QueryRow(ctx, s.sqlReadLease, p).Scan(&l.owner, &l.epoch, &sec)
+	l.remaining = time.Duration(sec * float64(time.Second))
+	return l, err
+}
+
 func (s *store) release(ctx context.Context, me string, p int, epoch int64) error {
 	_, err := s.pool.Exec(ctx, s.sqlRelease, p, me, epoch)
 	return err
@@ -339,7 +550,7 @@ func (s *store) fetch(ctx context.Context, reqs []fetchReq, out []fetchResult) e
 		at[r.p] = i
 		out[i] = fetchResult{}
 	}
-	rows, err := s.hotPool().Query(ctx, s.sqlFetch, ps, lims)
+	rows, err := s.hotQuery(ctx, s.sqlFetch, ps, lims)
 	if err != nil {
 		return err
 	}
@@ -428,12 +639,15 @@ func (s *store) complete(ctx context.Context, me string, reqs []completeReq, err
 		retryP = appendN(retryP, int32(r.p), len(c.retryIDs))
 		deadP = appendN(deadP, int32(r.p), len(c.deadIDs))
 	}
-	var held []int32
-	err := s.hotPool().QueryRow(ctx, s.sqlComplete, me, ps, epochs,
+	rows, err := s.hotQuery(ctx, s.sqlComplete, me, ps, epochs,
 		nonNil(doneP), nonNil(all.delivered),
 		nonNil(retryP), nonNil(all.retryIDs), nonNil(all.retryErrs), nonNil(all.retryUS),
 		nonNil(deadP), nonNil(all.deadIDs), nonNil(all.deadErrs),
-	).Scan(&held)
+	)
+	if err != nil {
+		return err
+	}
+	held, err := pgx.CollectExactlyOneRow(rows, pgx.RowTo[[]int32])
 	if err != nil {
 		return err
 	}

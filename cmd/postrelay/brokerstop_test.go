@@ -319,7 +319,7 @@ func brokerOutage(t *testing.T, srv brokerServer, outage time.Duration) {
 	atUp := len(sub.deliveries())
 	waitFor(t, 60*time.Second, "deliveries continue", func() bool { return len(sub.deliveries()) > atUp+200 })
 	w.stop()
-	_, dups := verifyDeliveries(t, w, 120*time.Second, sub.deliveries)
+	_, dups := verifyDeliveries(t, w, 120*time.Second, sub.deliveries, c.whereabouts)
 	all := time.Since(up)
 
 	var dead int

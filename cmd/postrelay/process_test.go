@@ -20,6 +20,7 @@ import (
 
 	"github.com/postrelay/postrelay/engine"
 	"github.com/postrelay/postrelay/internal/pgtest"
+	"github.com/postrelay/postrelay/internal/recorder"
 )
 
 // relay is one `postrelay run` process.
@@ -245,12 +246,19 @@ func (w *writer) stop() {
 // duplicates.
 func (c *cluster) verify(w *writer, timeout time.Duration) (delivered, dups int) {
 	c.t.Helper()
-	return verifyDeliveries(c.t, w, timeout, c.deliveries)
+	return verifyDeliveries(c.t, w, timeout, c.deliveries, c.whereabouts)
+}
+
+// whereabouts says where each record with one of these message ids is in
+// the cluster's outbox (pending, held, dead-lettered or absent).
+func (c *cluster) whereabouts(ids []string) string {
+	return recorder.Whereabouts(context.Background(), c.pool, c.cfg.Schema, ids)
 }
 
 // verifyDeliveries is verify for any broker: read returns the broker side's
-// deliveries so far, in delivery order.
-func verifyDeliveries(t *testing.T, w *writer, timeout time.Duration, read func() []delivery) (delivered, dups int) {
+// deliveries so far, in delivery order; locate says where the records that
+// never arrived are (recorder.Whereabouts).
+func verifyDeliveries(t *testing.T, w *writer, timeout time.Duration, read func() []delivery, locate func(ids []string) string) (delivered, dups int) {
 	t.Helper()
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -262,17 +270,17 @@ func verifyDeliveries(t *testing.T, w *writer, timeout time.Duration, read func(
 		for _, d := range ds {
 			seen[d.uuid] = true
 		}
-		missing := 0
+		var missing []string
 		for id := range w.committed {
 			if !seen[id] {
-				missing++
+				missing = append(missing, id)
 			}
 		}
-		if missing == 0 {
+		if len(missing) == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d committed records never delivered", missing, len(w.committed))
+			t.Fatalf("%d of %d committed records never delivered within %v; %s", len(missing), len(w.committed), timeout, locate(missing))
 		}
 		<-time.After(100 * time.Millisecond) // poll the broker side again
 	}
@@ -320,7 +328,15 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 // partitions are taken over within the lease TTL plus one heartbeat.
 func TestProcessesSurviveKill9(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t)
+	testProcessesSurviveKill9(t, "sigkill_takeover", 0)
+}
+
+// testProcessesSurviveKill9 is TestProcessesSurviveKill9 with the relays
+// given extra flags (another --database-url, say); name is its
+// FAULT-SUMMARY name, and slackTicks heartbeats more are allowed for the
+// takeover.
+func testProcessesSurviveKill9(t *testing.T, name string, slackTicks int, extra ...string) {
+	c := newCluster(t, extra...)
 	w := c.startWriter(40, 5*time.Millisecond)
 	r1, _, _ := c.start("p1"), c.start("p2"), c.start("p3")
 	waitFor(t, 20*time.Second, "three relays share the partitions", func() bool {
@@ -355,13 +371,13 @@ func TestProcessesSurviveKill9(t *testing.T) {
 	took = time.Since(killed)
 	t.Logf("takeover of %d partitions after SIGKILL: %v (lease TTL %v, heartbeat %v)", len(victim), took, procLeaseTTL, procHeartbeat)
 	// TTL plus one tick, with one more tick of slack for the poll above.
-	require.LessOrEqual(t, took, procLeaseTTL+3*procHeartbeat)
+	require.LessOrEqual(t, took, procLeaseTTL+time.Duration(3+slackTicks)*procHeartbeat)
 
 	waitFor(t, 20*time.Second, "more deliveries after takeover", func() bool { return len(c.deliveries()) > 600 })
 	w.stop()
 	delivered, dups := c.verify(w, 60*time.Second)
 	t.Logf("kill -9: %d committed records delivered, %d rolled back never delivered, %d duplicates", delivered, len(w.rolledBack), dups)
-	faultSummary{name: "sigkill_takeover", records: len(w.committed), rolledBack: len(w.rolledBack), faults: "sigkill:1",
+	faultSummary{name: name, records: len(w.committed), rolledBack: len(w.rolledBack), faults: "sigkill:1",
 		duplicates: dups, recovery: "takeover=" + took.Round(10*time.Millisecond).String(),
 		note: fmt.Sprintf("3 relays, 1 SIGKILLed; lease TTL %v, heartbeat %v", procLeaseTTL, procHeartbeat)}.log(t)
 	for _, r := range c.relays[1:] {
@@ -373,7 +389,13 @@ func TestProcessesSurviveKill9(t *testing.T) {
 // resumes: its completions are fenced off and it logs the lost leases.
 func TestFrozenRelayIsFencedAfterResume(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t, "--publish-delay", "20ms", "--batch-size", "20")
+	testFrozenRelayIsFenced(t, "sigstop_fencing")
+}
+
+// testFrozenRelayIsFenced is TestFrozenRelayIsFencedAfterResume with the
+// relays given extra flags; name is its FAULT-SUMMARY name.
+func testFrozenRelayIsFenced(t *testing.T, name string, extra ...string) {
+	c := newCluster(t, append([]string{"--publish-delay", "20ms", "--batch-size", "20"}, extra...)...)
 	w := c.startWriter(40, 2*time.Millisecond)
 	r1 := c.start("s1")
 	waitFor(t, 20*time.Second, "s1 owns every partition", func() bool { return len(c.owners()) == 16 })
@@ -409,7 +431,7 @@ func TestFrozenRelayIsFencedAfterResume(t *testing.T) {
 	w.stop()
 	delivered, dups := c.verify(w, 60*time.Second)
 	t.Logf("SIGSTOP: %d committed records delivered, %d duplicates", delivered, dups)
-	faultSummary{name: "sigstop_fencing", records: len(w.committed), rolledBack: len(w.rolledBack), faults: "sigstop:1",
+	faultSummary{name: name, records: len(w.committed), rolledBack: len(w.rolledBack), faults: "sigstop:1",
 		duplicates: dups, recovery: "takeover=" + took.Round(10*time.Millisecond).String(),
 		note: "a relay frozen past its lease is fenced after SIGCONT (logs lease lost)"}.log(t)
 	c.stop(r1)

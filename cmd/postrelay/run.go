@@ -2,20 +2,21 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"io"
-	"os"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/postrelay/postrelay/adapters"
+	"github.com/postrelay/postrelay/adapters/console"
 	"github.com/postrelay/postrelay/engine"
 )
 
 // relayFlags are the engine settings `run` exposes.
 type relayFlags struct {
-	broker             string
+	broker             adapters.Config // --broker and the per-broker flags (adapters' RegisterFlags)
 	configFile         string
 	instanceID         string
 	batchSize          int
@@ -31,12 +32,16 @@ type relayFlags struct {
 	migrate            bool
 	partitions         int
 	publishDelay       time.Duration
+	pooler             string
+	listenURL          string
+	deliveryConns      int
+	poolConns          int
 	retention          time.Duration
 }
 
 func (r *relayFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&r.broker, "broker", "memory://", "broker URL: memory://, postgres://, amqp://, nats://, redis://, kafka:// (env POSTRELAY_BROKER)")
-	fs.StringVar(&r.configFile, "config", "", "broker config file (YAML or JSON) with per-broker options and routes (env POSTRELAY_CONFIG)")
+	r.broker.RegisterFlags(fs)
+	fs.StringVar(&r.configFile, "config", "", "broker config file (YAML or JSON) with per-broker options and routes, or a relay config file listing several outboxes (`outboxes:`) (env POSTRELAY_CONFIG)")
 	fs.StringVar(&r.instanceID, "instance-id", "", "unique instance id (default hostname-pid-random)")
 	fs.IntVar(&r.batchSize, "batch-size", engine.BatchSizeDefault, "records fetched and completed at once per partition")
 	fs.DurationVar(&r.pollInterval, "poll-interval", engine.PollIntervalDefault, "fallback poll interval when no notification arrives")
@@ -52,6 +57,10 @@ func (r *relayFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&r.partitions, "partitions", engine.PartitionsDefault, "partition count when --migrate creates the schema")
 	fs.DurationVar(&r.retention, "retention", 0, "keep delivered records this long in the history table, for `postrelay replay` (0: keep none)")
 	fs.DurationVar(&r.publishDelay, "publish-delay", 0, "add this delay to every Publish call: a simulated broker round trip, for benchmarks and fault tests")
+	fs.StringVar(&r.pooler, "pooler", "", `"transaction" when --database-url is a pooler in transaction mode (PgBouncer pool_mode=transaction); empty for a direct connection or session pooling`)
+	fs.StringVar(&r.listenURL, "listen-url", "", "direct PostgreSQL URL for the LISTEN connection (behind a transaction pooler; without it the relay polls every --poll-interval)")
+	fs.IntVar(&r.deliveryConns, "delivery-conns", engine.DeliveryConnsDefault, "connections of the relay's delivery pool (besides --pool-conns and 1 LISTEN)")
+	fs.IntVar(&r.poolConns, "pool-conns", 4, "connections of the relay's main pool (heartbeats, leases)")
 }
 
 func (r *relayFlags) engineConfig(c *common) engine.Config {
@@ -70,6 +79,9 @@ func (r *relayFlags) engineConfig(c *common) engine.Config {
 		PublishConcurrency: r.publishConcurrency,
 		PublishTimeout:     r.publishTimeout,
 		Retention:          r.retention,
+		Pooler:             r.pooler,
+		ListenURL:          r.listenURL,
+		DeliveryConns:      r.deliveryConns,
 	}
 }
 
@@ -78,9 +90,11 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	var c common
 	var r relayFlags
 	var o observability
+	var cf consoleFlags
 	c.register(fs)
 	r.register(fs)
 	o.register(fs)
+	cf.register(fs, "")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -93,27 +107,37 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := cfg.WithDefaults().Validate(); err != nil {
 		return usageError{err}
 	}
-	bcfg := adapters.Config{URL: r.broker}
+	if r.configFile != "" {
+		file, ok, err := loadOutboxesFile(r.configFile)
+		if err != nil {
+			return usageError{err}
+		}
+		if ok {
+			if o.metricsAddr != "" || o.otlpEndpoint != "" || o.tracing {
+				return usageError{errors.New("--metrics-addr, --otlp-endpoint and --tracing are not supported with a config file listing outboxes yet")}
+			}
+			return runOutboxes(ctx, file, cfg, &r, log)
+		}
+	}
+	bcfg := r.broker
 	if r.configFile != "" {
 		fileCfg, err := adapters.LoadConfigFile(r.configFile)
 		if err != nil {
 			return usageError{err}
 		}
-		// A file with routes keeps its own default route (its url, maybe
-		// none) unless --broker is given, which then is the default route.
-		if !isSet(fs, "broker") && (fileCfg.URL != "" || len(fileCfg.Routes) > 0) {
-			bcfg = fileCfg
-		} else {
-			fileCfg.URL = bcfg.URL
-			bcfg = fileCfg
+		if bcfg, err = brokerFlagsOver(fileCfg, fs); err != nil {
+			return usageError{err}
 		}
 	}
-	if bcfg.Webhook.Secret == "" { // a webhook --broker: its secret from the environment only
-		bcfg.Webhook.Secret = os.Getenv("POSTRELAY_WEBHOOK_SECRET")
-	}
 	bcfg.Logger = log
+	var ccfg console.Config
+	if cf.addr != "" {
+		if ccfg, err = cf.consoleConfig(c.schema, cfg.WithDefaults().LeaseTTL, log, stderr); err != nil {
+			return err
+		}
+	}
 
-	pool, err := c.pool(ctx)
+	pool, err := openRelayPool(ctx, c.databaseURL, r.pooler, r.poolConns, log)
 	if err != nil {
 		return err
 	}
@@ -143,7 +167,14 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	log.Info("postrelay: relay running", "instance_id", eng.InstanceID(), "schema", c.schema,
-		"broker", adapters.Redact(bcfg.URL), "routes", len(bcfg.Routes))
+		"broker", adapters.Redact(bcfg.WithDefaults().URL), "routes", len(bcfg.Routes))
+	if cf.addr != "" {
+		stopConsole, err := startConsole(ctx, pool, ccfg, cf.addr, log)
+		if err != nil {
+			return err
+		}
+		defer stopConsole()
+	}
 	if err := eng.Run(ctx); err != nil {
 		return err
 	}
@@ -151,14 +182,19 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	return nil
 }
 
-func isSet(fs *flag.FlagSet, name string) bool {
-	set := false
+// brokerFlagsOver returns the broker config of a file with the broker flags
+// given on the command line (or by POSTRELAY_ environment variables) set
+// over it: the flags win, the file fills the rest.
+func brokerFlagsOver(file adapters.Config, fs *flag.FlagSet) (adapters.Config, error) {
+	over := flag.NewFlagSet("broker", flag.ContinueOnError)
+	file.RegisterFlags(over)
+	var err error
 	fs.Visit(func(f *flag.Flag) {
-		if f.Name == name {
-			set = true
+		if err == nil && over.Lookup(f.Name) != nil {
+			err = over.Set(f.Name, f.Value.String())
 		}
 	})
-	return set
+	return file, err
 }
 
 // observability holds the metrics and tracing flags; setup wires them.

@@ -23,13 +23,15 @@ func main() {
 	if broker == "" {
 		broker = "memory://?print=true"
 	}
-	if err := run(context.Background(), os.Stdout, broker, "brokers_example", 10); err != nil {
+	if err := run(context.Background(), os.Stdout, broker, "brokers_example", "examples.brokers", 10, time.Minute); err != nil {
 		fmt.Fprintln(os.Stderr, adapters.Redact(err.Error()))
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, out io.Writer, brokerURL, schema string, n int) error {
+// run relays n records on topic to brokerURL and returns an error saying
+// why when they are not all delivered within wait.
+func run(ctx context.Context, out io.Writer, brokerURL, schema, topic string, n int, wait time.Duration) error {
 	dbURL := os.Getenv("POSTRELAY_DATABASE_URL")
 	if dbURL == "" {
 		dbURL = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
@@ -52,7 +54,8 @@ func run(ctx context.Context, out io.Writer, brokerURL, schema string, n int) er
 	if err != nil {
 		return err
 	}
-	events := eng.Events()
+	events, unsubscribe := eng.Events(engine.EventDelivered)
+	defer unsubscribe()
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- eng.Run(runCtx) }()
@@ -61,7 +64,7 @@ func run(ctx context.Context, out io.Writer, brokerURL, schema string, n int) er
 	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		recs := make([]engine.Record, n)
 		for i := range recs {
-			recs[i] = engine.Record{Topic: "examples.brokers", Key: fmt.Sprintf("k%d", i%3), Payload: fmt.Appendf(nil, `{"n":%d}`, i)}
+			recs[i] = engine.Record{Topic: topic, Key: fmt.Sprintf("k%d", i%3), Payload: fmt.Appendf(nil, `{"n":%d}`, i)}
 		}
 		return w.Write(ctx, tx, recs...)
 	})
@@ -70,18 +73,29 @@ func run(ctx context.Context, out io.Writer, brokerURL, schema string, n int) er
 		<-done
 		return err
 	}
-	delivered := 0
-	timeout := time.After(60 * time.Second)
+	delivered, failed := 0, 0
+	var lastErr error // the last failed attempt or actor restart: why nothing arrives
+	timeout := time.After(wait)
 	for delivered < n {
 		select {
 		case e := <-events:
-			if e.Kind == engine.EventDelivered && e.Topic == "examples.brokers" {
+			switch {
+			case e.Kind == engine.EventDelivered && e.Topic == topic:
 				delivered++
+			case e.Kind == engine.EventFailed, e.Kind == engine.EventDeadLettered, e.Kind == engine.EventActorRestarted:
+				failed++
+				lastErr = e.Err
 			}
+		case err := <-done:
+			stop()
+			return fmt.Errorf("brokers: the relay stopped after %d of %d deliveries: %w", delivered, n, err)
 		case <-timeout:
 			stop()
 			<-done
-			return fmt.Errorf("brokers: %d of %d delivered within 60s", delivered, n)
+			if lastErr != nil {
+				return fmt.Errorf("brokers: %d of %d delivered within %v; %d failed attempts or restarts, the last: %w", delivered, n, wait, failed, lastErr)
+			}
+			return fmt.Errorf("brokers: %d of %d delivered within %v, and no attempt failed", delivered, n, wait)
 		}
 	}
 	fmt.Fprintf(out, "relayed %d records to %s\n", delivered, adapters.Redact(brokerURL))

@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -52,8 +53,42 @@ func Pool(tb testing.TB) *pgxpool.Pool {
 		pool.Close()
 		tb.Fatalf("pgtest: PostgreSQL at %s is unreachable: %v; %s", cfg.ConnConfig.Host, err, StartHint)
 	}
-	tb.Cleanup(pool.Close)
+	tb.Cleanup(func() { closeWithin(tb, pool, 30*time.Second) })
 	return pool
+}
+
+// closeWithin closes pool, failing the test rather than hanging when a
+// connection is never released (pgxpool.Close waits for every acquired one).
+func closeWithin(tb testing.TB, pool *pgxpool.Pool, d time.Duration) {
+	done := make(chan struct{})
+	go func() { pool.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d):
+		tb.Errorf("pgtest: the pool did not close within %v: %d connection(s) still acquired "+
+			"(a goroutine of the test holds a connection or a transaction it never released)", d, pool.Stat().AcquiredConns())
+	}
+}
+
+// Preflight connects to the test database once and returns an error naming
+// the server and the cause (connection refused, too many clients) when it
+// cannot. A TestMain calls it so that a package whose database refuses
+// connections fails at once with the cause, not test by test.
+func Preflight() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, URL())
+	if err != nil {
+		return fmt.Errorf("pgtest: cannot connect to the test database: %w; %s", err, StartHint)
+	}
+	defer func() { _ = conn.Close(ctx) }()
+	var free int
+	if err := conn.QueryRow(ctx, `SELECT current_setting('max_connections')::int
+		- current_setting('superuser_reserved_connections')::int - (SELECT count(*) FROM pg_stat_activity)`).Scan(&free); err == nil && free < 50 {
+		fmt.Fprintf(os.Stderr, "pgtest: warning: only %d connection slots are free on the test database; "+
+			"tests may fail with \"too many clients\"\n", free)
+	}
+	return nil
 }
 
 // NewSchemaName returns a unique schema name such as "t_1a2b3c4d5e6f".

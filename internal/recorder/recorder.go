@@ -177,3 +177,31 @@ func CheckKeyOrder(ds []Delivery) error {
 	}
 	return nil
 }
+
+// WaitForAll waits until every message id in want was delivered at least
+// once. When the timeout passes first, its error names how many never
+// arrived and, through locate (nil: not at all), where each is — see
+// Whereabouts.
+func (p *Publisher) WaitForAll(timeout time.Duration, want map[string]bool, locate func(ids []string) string) error {
+	err := p.WaitFor(timeout, func(ds []Delivery) bool {
+		got := UniqueUUIDs(ds)
+		for id := range want {
+			if got[id] == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	if err == nil {
+		return nil
+	}
+	missing := MissingUUIDs(p.Deliveries(), want)
+	if len(missing) == 0 {
+		return nil // the last one arrived just now
+	}
+	where := ""
+	if locate != nil {
+		where = "; " + locate(missing)
+	}
+	return fmt.Errorf("recorder: %d of %d records never delivered within %v%s", len(missing), len(want), timeout, where)
+}
