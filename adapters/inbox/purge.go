@@ -161,4 +161,3 @@ func purge(ctx context.Context, pool *pgxpool.Pool, schema, consumer string, ret
 	}
 	return total, nil
 }
-
