@@ -10,7 +10,8 @@
 // runs a demo against the local PostgreSQL with an in-memory broker: every
 // order is published twice and applied once. With --broker it is a
 // long-running consumer of a real broker (nats:// JetStream with a durable
-// queue group, or kafka:// with a consumer group) until SIGTERM:
+// queue group and one message in flight, or kafka:// with a consumer
+// group) until SIGTERM:
 //
 //	go run ./examples/inbox --broker nats://127.0.0.1:4222 --topic orders --consumer billing
 //
@@ -42,6 +43,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
 
 	"github.com/postrelay/postrelay/adapters"
 	"github.com/postrelay/postrelay/adapters/inbox"
@@ -133,7 +135,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			CloseTimeout:     5 * time.Second,
 			NakDelay:         wnats.NewStaticDelay(50 * time.Millisecond),
 			Unmarshaler:      &wnats.NATSMarshaler{},
-			JetStream:        wnats.JetStreamConfig{AutoProvision: false, DurablePrefix: o.consumer},
+			// One message in flight for the whole durable consumer: every
+			// instance sees the stream in order, and an unacked message is
+			// redelivered (after AckWaitTimeout) before any later one.
+			JetStream: wnats.JetStreamConfig{AutoProvision: false, DurablePrefix: o.consumer,
+				SubscribeOptions: []nats.SubOpt{nats.MaxAckPending(1), nats.AckExplicit(), nats.AckWait(2 * time.Second)},
+				// A lost ack is a redelivery the inbox suppresses.
+				AckAsync: true},
 		}, watermill.NewSlogLogger(logger.With("component", "nats")))
 	case strings.HasPrefix(o.broker, "kafka://"):
 		sc := kafka.DefaultSaramaSubscriberConfig()
