@@ -5,6 +5,7 @@
 //	postrelay status  [--database-url URL] [--json]
 //	postrelay dead    list|requeue|purge [--id N,...] [--topic T] [--all] [--json]
 //	postrelay demo    [--records N]   (writes and relays records: local PostgreSQL, memory broker)
+//	postrelay inbox   migrate|purge [--inbox-schema S] [--consumer NAME,...] [--retention D]
 //
 // Every flag has an environment variable: POSTRELAY_DATABASE_URL, POSTRELAY_BROKER,
 // POSTRELAY_SCHEMA, and so on (POSTRELAY_ + the flag name in upper case, '-' as '_').
@@ -28,6 +29,7 @@ Usage:
   postrelay status   instances, partition owners, backlog, dead letters
   postrelay dead     list|requeue|purge dead letters
   postrelay demo     write records and relay them (local PostgreSQL, memory broker)
+  postrelay inbox    migrate|purge the consumer inbox (exactly-once effects)
 
 Run 'postrelay <command> --help' for a command's flags.
 `
@@ -58,6 +60,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cmdDead(ctx, args[1:], stdout, stderr)
 	case "demo":
 		err = cmdDemo(ctx, args[1:], stdout, stderr)
+	case "inbox":
+		err = cmdInbox(ctx, args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0
