@@ -32,6 +32,11 @@ type InboxResult struct {
 	UsPerMsgWithout    float64 `json:"us_per_msg_without_inbox"`
 	UsPerMsgWith       float64 `json:"us_per_msg_with_inbox"`
 	DuplicatesPerSec   float64 `json:"duplicates_per_sec"`
+	// Interleaved calls (each client alternates the two handlers): median
+	// call durations and their difference.
+	CallUsWithout      float64 `json:"call_us_without_inbox"`
+	CallUsWith         float64 `json:"call_us_with_inbox"`
+	CallCostPct        float64 `json:"call_cost_pct"`
 	RoundsEachVariant  int     `json:"rounds_each_variant"`
 	SecondsEachRound   float64 `json:"seconds_each_round"`
 	PurgedRows         int64   `json:"purged_rows"`
@@ -136,6 +141,48 @@ func runInbox(ctx context.Context, o options, out io.Writer) (*InboxResult, erro
 	for i := range xs {
 		costs = append(costs, (xs[i]/ys[i]-1)*100)
 	}
+	// Interleaved: each client alternates the two handlers message by
+	// message and times every call, so both see the same machine load; the
+	// medians of the call durations are compared.
+	var mu sync.Mutex
+	var dWithout, dWith []float64
+	{
+		rctx, cancel := context.WithTimeout(ctx, 2*o.duration)
+		var wg sync.WaitGroup
+		for range o.clients {
+			wg.Go(func() {
+				var a, b []float64
+				for i := 0; rctx.Err() == nil; i++ {
+					m := message.NewMessage(unique(), []byte(`{"amount_cents":4200}`))
+					m.SetContext(rctx)
+					h := without
+					if i%2 == 1 {
+						h = withInbox
+					}
+					start := time.Now()
+					if err := h(m); err != nil {
+						break // the round's end (context) or a failure the rounds above would have shown
+					}
+					d := float64(time.Since(start).Microseconds())
+					if i%2 == 1 {
+						b = append(b, d)
+					} else {
+						a = append(a, d)
+					}
+				}
+				mu.Lock()
+				dWithout, dWith = append(dWithout, a...), append(dWith, b...)
+				mu.Unlock()
+			})
+		}
+		wg.Wait()
+		cancel()
+	}
+	res0 := median(dWithout)
+	res1 := median(dWith)
+	fmt.Fprintf(out, "  interleaved calls: median %6.0f us without inbox (n=%d), %6.0f us with (n=%d): %+.1f %%\n",
+		res0, len(dWithout), res1, len(dWith), (res1/res0-1)*100)
+
 	processed := seq.Load() // ids so far; the with-inbox rounds applied about half
 	var dupSeq atomic.Int64
 	dups, err := round(ctx, o.duration, withInbox, func() string {
@@ -148,7 +195,7 @@ func runInbox(ctx context.Context, o options, out io.Writer) (*InboxResult, erro
 	}
 	res := &InboxResult{Scenario: "inbox", Clients: o.clients, MsgPerSecWithout: a, MsgPerSecWith: c,
 		OverheadPct: (a/c - 1) * 100, MedianRoundCostPct: median(costs), UsPerMsgWithout: float64(o.clients) / a * 1e6, UsPerMsgWith: float64(o.clients) / c * 1e6,
-		DuplicatesPerSec: dups, RoundsEachVariant: rounds, SecondsEachRound: o.duration.Seconds(), PurgeBatch: purgeBatch}
+		DuplicatesPerSec: dups, CallUsWithout: res0, CallUsWith: res1, CallCostPct: (res1/res0 - 1) * 100, RoundsEachVariant: rounds, SecondsEachRound: o.duration.Seconds(), PurgeBatch: purgeBatch}
 	fmt.Fprintf(out, "%-52s %8.0f msg/s (%6.0f us per message per client)\n%-52s %8.0f msg/s (%6.0f us; %+.1f %% time per message; median of round pairs %+.1f %%)\n%-52s %8.0f msg/s\n",
 		"handler: one INSERT in its own transaction", a, res.UsPerMsgWithout,
 		"  through inbox.Handler (claim + INSERT + COMMIT)", c, res.UsPerMsgWith, res.OverheadPct, res.MedianRoundCostPct,
