@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/stretchr/testify/require"
 
@@ -61,6 +62,10 @@ func TestInboxOnEveryBroker(t *testing.T) {
 			for seen := 0; seen < 2*n; {
 				select {
 				case m := <-msgs:
+					if br.Name == "postgres" {
+						_, shared := wsql.TxFromContext(m.Context())
+						require.True(t, shared, "a watermill-sql message carries its subscriber's transaction")
+					}
 					if err := h(m); err != nil {
 						t.Logf("nack %s: %v", m.UUID, err)
 						m.Nack()
