@@ -29,7 +29,8 @@ type MissingKeyPolicy string
 const (
 	// MissingKeyNack returns an error wrapping ErrMissingKey: the message
 	// is nacked, so the subscriber redelivers it, or the router's
-	// PoisonQueue middleware moves it to the poison topic (dead letters).
+	// PoisonQueue middleware moves it to the poison topic (dead letters;
+	// PoisonQueueWithFilter with IsMissingKey for these alone).
 	MissingKeyNack MissingKeyPolicy = "nack"
 	// MissingKeyDrop acks the message without running the handler, logs it
 	// at warn level and counts it in postrelay.inbox.rejected.

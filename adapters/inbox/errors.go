@@ -31,3 +31,8 @@ var (
 	// (from a watermill-sql subscriber) is not a pgx transaction.
 	ErrNotPgxTx = errors.New("inbox: the consumed message's transaction is not a pgx transaction (use watermill-sql's BeginnerFromPgx)")
 )
+
+// IsMissingKey reports whether err is the MissingKeyNack error of a message
+// without a deduplication key: a filter for the router's
+// PoisonQueueWithFilter middleware, to dead-letter such messages.
+func IsMissingKey(err error) bool { return errors.Is(err, ErrMissingKey) }
