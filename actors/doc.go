@@ -8,7 +8,32 @@
 // actor and to wait for it; Supervisor.Stop stops them all, and
 // Supervisor.Wait waits until every actor goroutine has exited. Stopping
 // cancels the actor's context with cause ErrStopped and waits for Serve to
-// return, up to a timeout (ErrStopTimeout). Stop is idempotent.
+// return, up to a timeout (ErrStopTimeout); Ref.Cancel asks without waiting.
+// Stop is idempotent.
+//
+// SpawnFactory takes a constructor instead of an actor and calls it before
+// every start, the first and each restart, so an actor with state rebuilds
+// it on every start rather than reuse what a failed incarnation left; Spawn
+// runs the same value each time, for actors without state.
+//
+// # Trees
+//
+// A Supervisor is itself an Actor: its Serve runs until its context ends,
+// then stops its actors and waits for them. Spawned under another
+// supervisor it makes a tree, and stopping the root stops everything below
+// it. An actor can also own a supervisor for the children it starts, as
+// postrelay's coordinator does for its partition actors.
+//
+// Watch delivers a child's exit to its parent as a message: once the child
+// has exited for good, an Exit (its Ref, name and terminal error) wrapped in
+// the parent's message type is put on the parent's control lane, from the
+// child's own goroutine, so the parent learns of it among its other
+// messages without a goroutine per child.
+//
+// SpawnTyped gives an actor a mailbox and returns a TypedRef[T]: the Ref
+// plus typed Send, SendControl, TrySend and TrySendControl, so senders hold
+// the reference, not the actor. The mailbox lives as long as the Ref, across
+// restarts; sends to an actor that exited for good fail with ErrExited.
 //
 // # Restart policy
 //

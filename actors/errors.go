@@ -25,6 +25,10 @@ var (
 	// last failure.
 	ErrTooManyFailures = errors.New("actors: too many failures")
 
+	// ErrExited is returned by a TypedRef's Send and SendControl once the
+	// actor has exited for good: nobody will read the message.
+	ErrExited = errors.New("actors: actor exited")
+
 	// ErrInvalidConfig wraps the error of SupervisorConfig.Validate.
 	ErrInvalidConfig = errors.New("actors: invalid config")
 )

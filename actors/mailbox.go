@@ -85,7 +85,18 @@ func (m *Mailbox[T]) TrySendControl(msg T) bool {
 }
 
 func (m *Mailbox[T]) send(ctx context.Context, msg T, lane *ring[T], space chan struct{}) error {
+	return m.sendUntil(ctx, nil, msg, lane, space)
+}
+
+// sendUntil is send that also gives up, with ErrExited, once done is closed
+// (a nil done never is).
+func (m *Mailbox[T]) sendUntil(ctx context.Context, done <-chan struct{}, msg T, lane *ring[T], space chan struct{}) error {
 	for {
+		select {
+		case <-done:
+			return ErrExited
+		default:
+		}
 		m.mu.Lock()
 		ok := m.push(msg, lane, space)
 		m.mu.Unlock()
@@ -94,6 +105,8 @@ func (m *Mailbox[T]) send(ctx context.Context, msg T, lane *ring[T], space chan 
 		}
 		select {
 		case <-space:
+		case <-done:
+			return ErrExited
 		case <-ctx.Done():
 			return context.Cause(ctx)
 		}

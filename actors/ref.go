@@ -3,6 +3,7 @@ package actors
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 )
 
@@ -14,6 +15,10 @@ type Ref struct {
 	cancel      context.CancelCauseFunc
 	done        chan struct{}
 	err         error // terminal error, written before done is closed
+
+	mu       sync.Mutex
+	exited   bool         // the exit was reported to the watchers
+	watchers []func(Exit) // called once, from the actor's goroutine, when it exits
 }
 
 // Name returns the name the actor was spawned with.
@@ -35,6 +40,10 @@ func (r *Ref) Err() error {
 		return nil
 	}
 }
+
+// Cancel asks the actor to stop, as Stop does, without waiting for it. A
+// watcher (see Watch) learns when it has exited.
+func (r *Ref) Cancel() { r.cancel(ErrStopped) }
 
 // Stop cancels the actor's context with cause ErrStopped, which also ends a
 // restart backoff in progress, and waits up to timeout for the actor to exit
@@ -60,4 +69,110 @@ func (r *Ref) Stop(timeout time.Duration) error {
 	case <-t.C:
 		return fmt.Errorf("%w: actor %q after %v", ErrStopTimeout, r.name, timeout)
 	}
+}
+
+// Exit reports that a watched actor exited for good (see Watch).
+type Exit struct {
+	// Ref is the actor that exited.
+	Ref *Ref
+	// Name is the name it was spawned with.
+	Name string
+	// Err is its terminal error, as Ref.Err returns it.
+	Err error
+}
+
+// Watch delivers r's exit as a message to the watcher's mailbox to: once r
+// has exited for good, wrap(Exit) is sent on to's control lane, so an actor
+// learns that a child ended among its other messages, in its own goroutine,
+// with no goroutine per child waiting on Done. The send is made from r's
+// goroutine as it exits; it waits while the control lane is full, until ctx
+// (the watcher's context) ends, when the exit is dropped: a watcher that is
+// gone needs no news. Watching an actor that has already exited delivers its
+// exit at once, from a new goroutine.
+func Watch[M any](ctx context.Context, r *Ref, to *Mailbox[M], wrap func(Exit) M) {
+	deliver := func(x Exit) { _ = to.SendControl(ctx, wrap(x)) }
+	r.mu.Lock()
+	if !r.exited {
+		r.watchers = append(r.watchers, deliver)
+		r.mu.Unlock()
+		return
+	}
+	r.mu.Unlock()
+	go deliver(Exit{Ref: r, Name: r.name, Err: r.err})
+}
+
+// notifyWatchers reports the exit to every watcher. It is called once, by
+// the actor's goroutine, after done is closed.
+func (r *Ref) notifyWatchers() {
+	r.mu.Lock()
+	r.exited = true
+	ws := r.watchers
+	r.watchers = nil
+	r.mu.Unlock()
+	for _, w := range ws {
+		w(Exit{Ref: r, Name: r.name, Err: r.err})
+	}
+}
+
+// TypedRef is a Ref bundled with the actor's mailbox: whoever holds it can
+// send the actor messages of type T without holding the actor itself. The
+// mailbox outlives the actor's restarts (each incarnation reads the same
+// one), so a TypedRef stays valid for the actor's whole life. Its methods
+// are safe for concurrent use.
+type TypedRef[T any] struct {
+	*Ref
+	mailbox *Mailbox[T]
+}
+
+// Send puts msg on the actor's data lane, waiting while it is full, until
+// ctx ends (it then returns context.Cause(ctx)) or the actor exits for good
+// (ErrExited).
+func (r *TypedRef[T]) Send(ctx context.Context, msg T) error {
+	return r.mailbox.sendUntil(ctx, r.done, msg, &r.mailbox.data, r.mailbox.dataSpace)
+}
+
+// SendControl puts msg on the actor's control lane, waiting while it is
+// full, until ctx ends or the actor exits for good (ErrExited).
+func (r *TypedRef[T]) SendControl(ctx context.Context, msg T) error {
+	return r.mailbox.sendUntil(ctx, r.done, msg, &r.mailbox.control, r.mailbox.controlSpace)
+}
+
+// TrySend puts msg on the data lane and reports whether it did: false when
+// the lane is full or the actor has exited. It never blocks.
+func (r *TypedRef[T]) TrySend(msg T) bool {
+	if r.exitedForGood() {
+		return false
+	}
+	return r.mailbox.TrySend(msg)
+}
+
+// TrySendControl is TrySend on the control lane.
+func (r *TypedRef[T]) TrySendControl(msg T) bool {
+	if r.exitedForGood() {
+		return false
+	}
+	return r.mailbox.TrySendControl(msg)
+}
+
+func (r *Ref) exitedForGood() bool {
+	select {
+	case <-r.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// SpawnTyped spawns an actor with a mailbox whose data lane holds capacity
+// messages, and returns a TypedRef for sending to it. newActor is called on
+// every (re)start with that same mailbox and must return a fresh actor, so
+// that a restart rebuilds the actor's state instead of reusing what the
+// failed incarnation left behind (see Supervisor.SpawnFactory).
+func SpawnTyped[T any](ctx context.Context, s *Supervisor, name string, capacity int, newActor func(mailbox *Mailbox[T]) Actor) *TypedRef[T] {
+	if newActor == nil {
+		panic(fmt.Sprintf("actors: SpawnTyped %q: nil constructor", name))
+	}
+	mb := NewMailbox[T](capacity)
+	ref := s.SpawnFactory(ctx, name, func() Actor { return newActor(mb) })
+	return &TypedRef[T]{Ref: ref, mailbox: mb}
 }

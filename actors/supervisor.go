@@ -129,7 +129,10 @@ func NewSupervisor(cfg SupervisorConfig) (*Supervisor, error) {
 	return s, nil
 }
 
-// Spawn starts a in a new goroutine under ctx and returns its Ref.
+// Spawn starts a in a new goroutine under ctx and returns its Ref. A restart
+// runs the same a again, so Spawn suits actors that keep no state between
+// incarnations (such as an ActorFunc); SpawnFactory builds a fresh one for
+// every start.
 //
 // When Serve returns an error or panics (the panic is recovered and turned
 // into a *PanicError carrying the stack), the failure is counted and a is
@@ -142,6 +145,18 @@ func (s *Supervisor) Spawn(ctx context.Context, name string, a Actor) *Ref {
 	if a == nil {
 		panic(fmt.Sprintf("actors: Spawn %q: nil Actor", name))
 	}
+	return s.SpawnFactory(ctx, name, func() Actor { return a })
+}
+
+// SpawnFactory is Spawn for an actor built by newActor, which is called
+// (in the actor's goroutine) before every start, the first and each
+// restart: whatever state an incarnation held dies with it, and the next
+// one rebuilds its own. A panic in newActor, or a nil actor from it, counts
+// as a failure of that start.
+func (s *Supervisor) SpawnFactory(ctx context.Context, name string, newActor func() Actor) *Ref {
+	if newActor == nil {
+		panic(fmt.Sprintf("actors: SpawnFactory %q: nil factory", name))
+	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	r := &Ref{name: name, stopTimeout: s.cfg.StopTimeout, cancel: cancel, done: make(chan struct{})}
 	s.mu.Lock()
@@ -150,13 +165,30 @@ func (s *Supervisor) Spawn(ctx context.Context, name string, a Actor) *Ref {
 		cancel(ErrStopped)
 		r.err = ErrStopped
 		close(r.done)
+		r.notifyWatchers()
 		return r
 	}
 	s.refs[r] = struct{}{}
 	s.running++
 	s.mu.Unlock()
-	go s.supervise(ctx, r, a)
+	go s.supervise(ctx, r, newActor)
 	return r
+}
+
+// Serve makes a Supervisor an Actor, so that supervisors nest: spawned under
+// a parent, it runs until its context ends, then stops every actor it
+// supervises (as Stop with SupervisorConfig.StopTimeout) and waits for their
+// goroutines. It returns Stop's error, nil when they all exited in time. A
+// supervisor serves once: once stopped it runs no new actor, so a parent
+// that may restart it should spawn it with SpawnFactory and a new
+// supervisor per start.
+func (s *Supervisor) Serve(ctx context.Context) error {
+	<-ctx.Done()
+	if err := s.Stop(0); err != nil {
+		return err
+	}
+	s.Wait()
+	return nil
 }
 
 func (s *Supervisor) emit(e Event) {
@@ -166,7 +198,7 @@ func (s *Supervisor) emit(e Event) {
 }
 
 // supervise runs a until it ends for good, then exits the actor.
-func (s *Supervisor) supervise(ctx context.Context, r *Ref, a Actor) {
+func (s *Supervisor) supervise(ctx context.Context, r *Ref, newActor func() Actor) {
 	defer s.exit(r)
 	log := s.cfg.Logger.With("actor", r.name)
 	var (
@@ -175,7 +207,7 @@ func (s *Supervisor) supervise(ctx context.Context, r *Ref, a Actor) {
 	)
 	for ctx.Err() == nil {
 		s.emit(Event{Kind: EventStarted, Actor: r.name, Time: s.cfg.Now()})
-		err, panicked := serve(ctx, a)
+		err, panicked := serve(ctx, newActor)
 		if err == nil || ctx.Err() != nil {
 			return // done, or stopped: whatever Serve returned, the end is clean
 		}
@@ -222,6 +254,7 @@ func (s *Supervisor) exit(r *Ref) {
 	s.mu.Unlock()
 	s.emit(Event{Kind: EventStopped, Actor: r.name, Time: s.cfg.Now(), Err: r.err})
 	close(r.done)
+	r.notifyWatchers() // before running drops, so that Wait covers it
 	s.mu.Lock()
 	s.running--
 	if s.running == 0 {
@@ -230,13 +263,18 @@ func (s *Supervisor) exit(r *Ref) {
 	s.mu.Unlock()
 }
 
-// serve runs one incarnation of a, turning a panic into a *PanicError.
-func serve(ctx context.Context, a Actor) (err error, panicked bool) {
+// serve builds and runs one incarnation, turning a panic into a
+// *PanicError.
+func serve(ctx context.Context, newActor func() Actor) (err error, panicked bool) {
 	defer func() {
 		if v := recover(); v != nil {
 			err, panicked = &PanicError{Value: v, Stack: debug.Stack()}, true
 		}
 	}()
+	a := newActor()
+	if a == nil {
+		return errors.New("actors: the factory returned a nil Actor"), false
+	}
 	return a.Serve(ctx), false
 }
 

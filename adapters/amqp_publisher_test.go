@@ -18,6 +18,7 @@ import (
 
 	"github.com/postrelay/postrelay/adapters"
 	"github.com/postrelay/postrelay/adapters/adaptertest"
+	"github.com/postrelay/postrelay/engine"
 	"github.com/postrelay/postrelay/internal/tcpproxy"
 )
 
@@ -83,7 +84,7 @@ func TestAMQPPublisherWireFormat(t *testing.T) {
 	pub, _ := amqpSetup(t, adaptertest.AMQPURL, topic)
 
 	m := message.NewMessage(watermill.NewUUID(), []byte{0, 1, 0xff, 'x', 0})
-	m.Metadata.Set(adapters.KeyMetadata, "order-7")
+	m.Metadata.Set(engine.MetadataKey, "order-7")
 	m.Metadata.Set("note", "ünïcode ✓ with spaces, = and &")
 	m.Metadata.Set("empty", "")
 	require.NoError(t, pub.Publish(topic, m))

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/postrelay/postrelay/adapters"
+	"github.com/postrelay/postrelay/engine"
 )
 
 func TestRedact(t *testing.T) {
@@ -135,6 +136,6 @@ func newTextLogger(w *strings.Builder) *slog.Logger { return slog.New(slog.NewTe
 
 func newKeyed(uuid, key string) *message.Message {
 	m := message.NewMessage(uuid, []byte("payload"))
-	m.Metadata.Set(adapters.KeyMetadata, key)
+	m.Metadata.Set(engine.MetadataKey, key)
 	return m
 }

@@ -89,7 +89,7 @@ func outage(t *testing.T, ctx context.Context, proxy *tcpproxy.Proxy, pub messag
 	require.NoError(t, engine.Migrate(ctx, pool, cfg))
 	eng, err := engine.New(pool, pub, cfg)
 	require.NoError(t, err)
-	events := eng.Events()
+	events, _ := eng.Events() // closed when Run returns
 	done := make(chan error, 1)
 	runCtx, stop := context.WithCancel(ctx)
 	go func() { done <- eng.Run(runCtx) }()

@@ -19,13 +19,14 @@ import (
 // are kept exactly; the record key is the message's postrelay_key metadata,
 // or KeyFunc's result, or empty (no ordering).
 type TxPublisher struct {
-	tx      any
+	tx      engine.Tx
 	w       *engine.Writer
 	keyFunc func(topic string, msg *message.Message) string
 }
 
-// NewTxPublisher returns a publisher writing into tx, a pgx.Tx or *sql.Tx.
-func NewTxPublisher(tx any, w *engine.Writer) *TxPublisher {
+// NewTxPublisher returns a publisher writing into tx: a pgx.Tx, or
+// engine.SQLTx of a *sql.Tx.
+func NewTxPublisher(tx engine.Tx, w *engine.Writer) *TxPublisher {
 	return &TxPublisher{tx: tx, w: w}
 }
 
@@ -45,7 +46,7 @@ func (p *TxPublisher) Publish(topic string, msgs ...*message.Message) error {
 	}
 	recs := make([]engine.Record, len(msgs))
 	for i, m := range msgs {
-		key := m.Metadata.Get(KeyMetadata)
+		key := m.Metadata.Get(engine.MetadataKey)
 		if key == "" && p.keyFunc != nil {
 			key = p.keyFunc(topic, m)
 		}

@@ -21,12 +21,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/redis/go-redis/v9"
-)
 
-// KeyMetadata is the message metadata key holding the record key; the
-// engine sets it on every message (engine.MetadataKey). The Kafka adapter
-// uses it as the Kafka message key.
-const KeyMetadata = "postrelay_key"
+	"github.com/postrelay/postrelay/engine"
+)
 
 // NewPublisher builds the Watermill publisher cfg describes. The returned
 // publisher's Close closes every connection it opened. Errors never contain
@@ -131,7 +128,7 @@ func (m *Memory) Publish(topic string, msgs ...*message.Message) error {
 	if m.print {
 		for _, msg := range msgs {
 			m.log.Info("adapters: memory broker message", "topic", topic, "message_id", msg.UUID,
-				"key", msg.Metadata.Get(KeyMetadata), "payload_bytes", len(msg.Payload))
+				"key", msg.Metadata.Get(engine.MetadataKey), "payload_bytes", len(msg.Payload))
 		}
 	}
 	return m.GoChannel.Publish(topic, msgs...)
@@ -267,7 +264,7 @@ func (m kafkaMarshaler) Marshal(topic string, msg *message.Message) (*sarama.Pro
 	if err != nil {
 		return nil, err
 	}
-	if key := msg.Metadata.Get(KeyMetadata); key != "" {
+	if key := msg.Metadata.Get(engine.MetadataKey); key != "" {
 		km.Key = sarama.StringEncoder(key)
 	}
 	return km, nil

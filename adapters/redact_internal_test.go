@@ -10,6 +10,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/stretchr/testify/require"
+
+	"github.com/postrelay/postrelay/engine"
 )
 
 func TestRedactingLoggerHidesPasswords(t *testing.T) {
@@ -35,7 +37,7 @@ func TestRedactingLoggerHidesPasswords(t *testing.T) {
 func TestKafkaMarshalerKey(t *testing.T) {
 	t.Parallel()
 	m := message.NewMessage("uuid-1", []byte("p"))
-	m.Metadata.Set(KeyMetadata, "order-42")
+	m.Metadata.Set(engine.MetadataKey, "order-42")
 	km, err := KafkaMarshaler().Marshal("t", m)
 	require.NoError(t, err)
 	k, err := km.Key.Encode()

@@ -20,6 +20,7 @@ type AllResult struct {
 	DrainTracing  *DrainResult   `json:"drain_tracing_on"`
 	DrainMillion  *DrainResult   `json:"drain_1m"`
 	Latency1000   *LatencyResult `json:"latency_1000"`
+	Latency3000   *LatencyResult `json:"latency_3000,omitempty"`
 	Latency5000   *LatencyResult `json:"latency_5000"`
 	Scale         *ScaleResult   `json:"scale"`
 	Write         *WriteResult   `json:"write"`
@@ -28,6 +29,11 @@ type AllResult struct {
 	// their rates, and the cost from their medians.
 	TracingOffRecPerSec []float64 `json:"tracing_off_records_per_sec"`
 	TracingOnRecPerSec  []float64 `json:"tracing_on_records_per_sec"`
+	// The run's baselines and River's configuration, and the catalogs
+	// before the run.
+	Baselines []string       `json:"baselines,omitempty"`
+	River     *riverConfig   `json:"river_config,omitempty"`
+	Catalogs  *CatalogReport `json:"catalogs,omitempty"`
 }
 
 // tracingPairs is how many alternated drains without and with tracing the
@@ -37,12 +43,25 @@ const tracingPairs = 3
 // runAll runs every scenario with the documented settings and rewrites the
 // results section of bench/README.md.
 func runAll(ctx context.Context, o options, out io.Writer) (*AllResult, error) {
-	res := &AllResult{Date: time.Now().UTC().Format("2006-01-02"), Machine: machine()}
+	res := &AllResult{Date: time.Now().UTC().Format("2006-01-02"), Machine: machine(), Catalogs: o.catalogs}
 	step := func(name string) { fmt.Fprintf(out, "\n== %s ==\n", name) }
-	var err error
+	if o.baseline == "" {
+		o.baseline = sysRiver + "," + sysForwarder
+	}
+	baselines, err := parseBaselines(o.baseline)
+	if err != nil {
+		return nil, err
+	}
+	res.Baselines = baselines
+	if slices.Contains(baselines, sysRiver) {
+		rc := o.river
+		res.River = &rc
+	}
+	if o.rounds == 0 {
+		o.rounds = 3
+	}
 	d := o
-	d.baseline = "watermill-forwarder"
-	step("drain, memory broker, 1 relay, with the forwarder baseline")
+	step("drain, memory broker, 1 relay, with the baselines " + o.baseline)
 	if res.Drain, err = runDrain(ctx, d, out); err != nil {
 		return nil, err
 	}
@@ -50,7 +69,7 @@ func runAll(ctx context.Context, o options, out io.Writer) (*AllResult, error) {
 		for _, tr := range []string{"off", "on"} {
 			step(fmt.Sprintf("drain, tracing %s (pair %d of %d)", tr, i+1, tracingPairs))
 			d = o
-			d.tracing = tr
+			d.tracing, d.baseline = tr, ""
 			r, err := runDrain(ctx, d, out)
 			if err != nil {
 				return nil, err
@@ -68,44 +87,39 @@ func runAll(ctx context.Context, o options, out io.Writer) (*AllResult, error) {
 	offMed, onMed := median(res.TracingOffRecPerSec), median(res.TracingOnRecPerSec)
 	res.TracingCostPc = (1 - onMed/offMed) * 100
 	fmt.Fprintf(out, "tracing cost by medians: off %.0f, on %.0f rec/s: %.1f %%\n", offMed, onMed, res.TracingCostPc)
-	step("drain, 1 ms publish delay, with the forwarder baseline (20,000 records for the forwarder)")
+	step("drain, 1 ms publish delay, with the baselines (20,000 records for each baseline)")
 	d = o
-	d.publishDelay = time.Millisecond
+	d.publishDelay, d.baseline = time.Millisecond, ""
 	if res.DrainDelay, err = runDrain(ctx, d, out); err != nil {
 		return nil, err
 	}
-	fd := d
-	fd.records = 20000
 	pool, err := openPool(ctx, o, 8)
 	if err != nil {
 		return nil, err
 	}
-	secs, err := forwarderDrain(ctx, pool, fd, out)
-	pool.Close()
-	if err != nil {
-		return nil, err
+	for _, sys := range baselines {
+		b, err := baselineDrain(ctx, pool, d, sys, 20000, res.DrainDelay.RecordsPerSec, out)
+		if err != nil {
+			pool.Close()
+			return nil, err
+		}
+		res.DrainDelay.addBaseline(b)
 	}
-	res.DrainDelay.Baseline = "watermill-forwarder"
-	res.DrainDelay.BaselineSeconds = secs
-	res.DrainDelay.BaselineRecPerSec = float64(fd.records) / secs
-	res.DrainDelay.Ratio = res.DrainDelay.RecordsPerSec / res.DrainDelay.BaselineRecPerSec
-	fmt.Fprintf(out, "forwarder with 1 ms delay: %.0f rec/s; ratio %.1fx\n", res.DrainDelay.BaselineRecPerSec, res.DrainDelay.Ratio)
+	pool.Close()
 	step("drain, 1,000,000 records (peak RSS)")
 	d = o
-	d.records = 1000000
+	d.records, d.baseline = 1000000, ""
 	if res.DrainMillion, err = runDrain(ctx, d, out); err != nil {
 		return nil, err
 	}
-	step("latency at 1,000 records/s")
-	l := o
-	l.rate, l.baseline = 1000, "watermill-forwarder"
-	if res.Latency1000, err = runLatency(ctx, l, out); err != nil {
-		return nil, err
-	}
-	step("latency at 5,000 records/s")
-	l.rate = 5000
-	if res.Latency5000, err = runLatency(ctx, l, out); err != nil {
-		return nil, err
+	for _, at := range []struct {
+		rate int
+		res  **LatencyResult
+	}{{1000, &res.Latency1000}, {3000, &res.Latency3000}, {5000, &res.Latency5000}} {
+		step(fmt.Sprintf("steady load at %d records/s offered, %d rounds alternating postrelay, %s, the plain table", at.rate, o.rounds, o.baseline))
+		if *at.res, err = latencyAt(ctx, o, at.rate, out); err != nil {
+			return nil, err
+		}
 	}
 	step("scale: 1, 2, 4, 8 relays, 5 ms publish delay, 8 in flight per relay")
 	s := o
@@ -113,7 +127,7 @@ func runAll(ctx context.Context, o options, out io.Writer) (*AllResult, error) {
 	if res.Scale, err = runScale(ctx, s, out); err != nil {
 		return nil, err
 	}
-	step("write")
+	step("write, and the COMMIT cost at " + o.commitRates + " tx/s")
 	if res.Write, err = runWrite(ctx, o, out); err != nil {
 		return nil, err
 	}

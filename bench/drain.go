@@ -27,11 +27,61 @@ type DrainResult struct {
 	RecordsPerSec  float64 `json:"records_per_sec"`
 	PeakRSSMB      float64 `json:"peak_rss_mb"`
 	// Machine CPU (every process) per record during the timed window.
-	CPUPerRecordUS    float64 `json:"cpu_us_per_record"`
+	CPUPerRecordUS float64 `json:"cpu_us_per_record"`
+	// The forwarder's drain, when it ran.
 	Baseline          string  `json:"baseline,omitempty"`
 	BaselineSeconds   float64 `json:"baseline_seconds,omitempty"`
 	BaselineRecPerSec float64 `json:"baseline_records_per_sec,omitempty"`
 	Ratio             float64 `json:"ratio,omitempty"`
+	// Every baseline's drain (the forwarder's repeated above), in run order.
+	Baselines []BaselineDrain `json:"baselines,omitempty"`
+	River     *riverConfig    `json:"river_config,omitempty"`
+	Catalogs  *CatalogReport  `json:"catalogs,omitempty"`
+}
+
+// BaselineDrain is one baseline system's drain of the same records.
+type BaselineDrain struct {
+	System         string  `json:"system"`
+	Records        int     `json:"records"`
+	Seconds        float64 `json:"seconds"`
+	RecordsPerSec  float64 `json:"records_per_sec"`
+	CPUPerRecordUS float64 `json:"cpu_us_per_record"`
+	// postrelay's rate over this one's.
+	Ratio float64 `json:"ratio"`
+}
+
+// baselineDrain drains records through one baseline system.
+func baselineDrain(ctx context.Context, pool *pgxpool.Pool, o options, sys string, records int, postrelayRate float64, out io.Writer) (BaselineDrain, error) {
+	b := BaselineDrain{System: sys, Records: records}
+	var err error
+	switch sys {
+	case sysForwarder:
+		fo := o
+		fo.records = records
+		cpu0 := machineCPU()
+		b.Seconds, err = forwarderDrain(ctx, pool, fo, out)
+		b.CPUPerRecordUS = cpuPerRecordUS(machineCPU()-cpu0, records)
+	case sysRiver:
+		b.Seconds, b.CPUPerRecordUS, err = riverDrain(ctx, o, records, out)
+	default:
+		err = fmt.Errorf("unknown system %q", sys)
+	}
+	if err != nil {
+		return b, fmt.Errorf("baseline %s: %w", sys, err)
+	}
+	b.RecordsPerSec = float64(records) / b.Seconds
+	b.Ratio = postrelayRate / b.RecordsPerSec
+	fmt.Fprintf(out, "%-28s %10d records %8.2fs %10.0f rec/s  machine CPU %.1f µs/record  (postrelay %.1fx)\n",
+		sys, records, b.Seconds, b.RecordsPerSec, b.CPUPerRecordUS, b.Ratio)
+	return b, nil
+}
+
+// addBaseline records b in res (and in the forwarder's fields).
+func (res *DrainResult) addBaseline(b BaselineDrain) {
+	res.Baselines = append(res.Baselines, b)
+	if b.System == sysForwarder {
+		res.Baseline, res.BaselineSeconds, res.BaselineRecPerSec, res.Ratio = b.System, b.Seconds, b.RecordsPerSec, b.Ratio
+	}
 }
 
 func openPool(ctx context.Context, o options, conns int32) (*pgxpool.Pool, error) {
@@ -71,17 +121,21 @@ func runDrain(ctx context.Context, o options, out io.Writer) (*DrainResult, erro
 	if err != nil {
 		return nil, err
 	}
-	if o.baseline == "watermill-forwarder" {
-		secs, err := forwarderDrain(ctx, pool, o, out)
+	res.Catalogs = o.catalogs
+	baselines, err := parseBaselines(o.baseline)
+	if err != nil {
+		return nil, err
+	}
+	for _, sys := range baselines {
+		b, err := baselineDrain(ctx, pool, o, sys, o.records, res.RecordsPerSec, out)
 		if err != nil {
-			return nil, fmt.Errorf("baseline: %w", err)
+			return nil, err
 		}
-		res.Baseline = o.baseline
-		res.BaselineSeconds = secs
-		res.BaselineRecPerSec = float64(o.records) / secs
-		res.Ratio = res.RecordsPerSec / res.BaselineRecPerSec
-		fmt.Fprintf(out, "%-28s %10d records %8.2fs %10.0f rec/s\n", "watermill forwarder", o.records, secs, res.BaselineRecPerSec)
-		fmt.Fprintf(out, "%-28s %.1fx\n", "postrelay / forwarder", res.Ratio)
+		res.addBaseline(b)
+		if sys == sysRiver {
+			rc := o.river
+			res.River = &rc
+		}
 	}
 	return res, nil
 }

@@ -6,7 +6,7 @@ import (
 	"io"
 	"os"
 	"slices"
-	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,15 +15,18 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-
-	"github.com/postrelay/postrelay/engine"
 )
 
-// LatencyResult is the latency scenario's JSON.
+// LatencyResult is the latency scenario's JSON at one rate. The top-level
+// figures are postrelay's (medians over the rounds, latency from just before
+// the business INSERT); Systems has every system's medians and spreads, Runs
+// each measurement.
 type LatencyResult struct {
 	Scenario     string  `json:"scenario"`
 	TargetRate   int     `json:"target_rate"`
 	DurationSec  float64 `json:"duration_sec"`
+	WarmupSec    float64 `json:"warmup_sec"`
+	Rounds       int     `json:"rounds"`
 	AchievedRate float64 `json:"achieved_rate"`
 	Samples      int     `json:"samples"`
 	P50MS        float64 `json:"p50_ms"`
@@ -36,6 +39,7 @@ type LatencyResult struct {
 	// Machine CPU (producers, relay, PostgreSQL) per committed record.
 	CPUPerRecordUS float64 `json:"cpu_us_per_record"`
 
+	// The forwarder's figures, when it ran (medians over the rounds).
 	Baseline             string  `json:"baseline,omitempty"`
 	BaselineAchievedRate float64 `json:"baseline_achieved_rate,omitempty"`
 	BaselineP50MS        float64 `json:"baseline_p50_ms,omitempty"`
@@ -43,10 +47,23 @@ type LatencyResult struct {
 	BaselineP99MS        float64 `json:"baseline_p99_ms,omitempty"`
 	BaselineMaxMS        float64 `json:"baseline_max_ms,omitempty"`
 	P99Ratio             float64 `json:"p99_ratio,omitempty"`
+
+	River    *riverConfig    `json:"river_config,omitempty"`
+	Catalogs *CatalogReport  `json:"catalogs,omitempty"`
+	Systems  []SystemSummary `json:"systems,omitempty"`
+	Runs     []SystemRun     `json:"runs,omitempty"`
 }
 
-// latencyProbe pairs each record's commit start with its publish time.
+// LatencySeries is the latency scenario's JSON for several rates.
+type LatencySeries struct {
+	Scenario string           `json:"scenario"`
+	Rates    []*LatencyResult `json:"rates"`
+}
+
+// latencyProbe pairs each record's start and commit times with its publish
+// time.
 type latencyProbe struct {
+	starts    sync.Map // message id → time.Time (just before the business INSERT)
 	commits   sync.Map // message id → time.Time (just before COMMIT)
 	cmu       sync.Mutex
 	commitDur []time.Duration // each COMMIT's own duration
@@ -65,10 +82,18 @@ func (p *latencyProbe) onPublish(m *message.Message) {
 	p.mu.Unlock()
 }
 
-func (p *latencyProbe) count() int {
+// missing counts the committed records not yet published.
+func (p *latencyProbe) missing() (missing, committed int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return len(p.published)
+	p.commits.Range(func(k, _ any) bool {
+		committed++
+		if _, ok := p.published[k.(string)]; !ok {
+			missing++
+		}
+		return true
+	})
+	return missing, committed
 }
 
 // commitDurations returns the COMMITs' own durations, sorted: the part of
@@ -81,30 +106,37 @@ func (p *latencyProbe) commitDurations() []time.Duration {
 	return ds
 }
 
-// latencies returns commit-to-publish latencies, sorted.
-func (p *latencyProbe) latencies() []time.Duration {
+// latencies returns the latencies from just before the business INSERT and
+// from just before COMMIT to the publish, each sorted.
+func (p *latencyProbe) latencies() (fromStart, fromCommit []time.Duration) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var ls []time.Duration
 	p.commits.Range(func(k, v any) bool {
-		if pub, ok := p.published[k.(string)]; ok {
-			ls = append(ls, max(pub.Sub(v.(time.Time)), 0))
+		pub, ok := p.published[k.(string)]
+		if !ok {
+			return true
+		}
+		fromCommit = append(fromCommit, max(pub.Sub(v.(time.Time)), 0))
+		if s, ok := p.starts.Load(k); ok {
+			fromStart = append(fromStart, max(pub.Sub(s.(time.Time)), 0))
 		}
 		return true
 	})
-	slices.Sort(ls)
-	return ls
+	slices.Sort(fromStart)
+	slices.Sort(fromCommit)
+	return fromStart, fromCommit
 }
 
-// dump writes one line per record: milliseconds since the first commit and
-// the commit-to-publish latency in milliseconds, in commit order.
+// dump writes one line per record: milliseconds since the first record's
+// start (just before its business INSERT) and its latency from there in
+// milliseconds, in start order.
 func (p *latencyProbe) dump(file string) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	type sample struct{ at, lat time.Duration }
 	var ss []sample
 	var first time.Time
-	p.commits.Range(func(k, v any) bool {
+	p.starts.Range(func(k, v any) bool {
 		at := v.(time.Time)
 		if pub, ok := p.published[k.(string)]; ok {
 			if first.IsZero() || at.Before(first) {
@@ -130,55 +162,86 @@ func pct(ls []time.Duration, q float64) float64 {
 	return float64(ls[i]) / float64(time.Millisecond)
 }
 
-// produce commits single-record transactions at rate for d through write,
-// returning the achieved rate.
-func produce(ctx context.Context, pool *pgxpool.Pool, rate int, d time.Duration, probe *latencyProbe,
-	write func(ctx context.Context, tx pgx.Tx, id string, seq int) error) (float64, error) {
-	jobs := make(chan int, rate)
+// producerCount is how many producer connections commit concurrently.
+const producerCount = 16
+
+// produce commits producer transactions at rate: BEGIN, one business INSERT
+// into orders, write (the system's record), COMMIT. It runs for warmup
+// (records not measured), calls onMeasure, and runs for d (measured: their
+// times go to probe). It returns the measured window's committed rate.
+func produce(ctx context.Context, pool *pgxpool.Pool, rate int, warmup, d time.Duration, probe *latencyProbe, orders string,
+	write func(ctx context.Context, tx pgx.Tx, id string, seq int, payload []byte) error, onMeasure func()) (float64, error) {
+	type job struct {
+		seq      int
+		measured bool
+	}
+	jobs := make(chan job, rate)
 	var committed atomic.Int64
 	var firstErr atomic.Value
+	payload := []byte(`{"order_id":1,"amount_cents":4200}`)
+	insert := "INSERT INTO " + orders + " (customer, amount) VALUES ($1, $2)"
 	var wg sync.WaitGroup
-	for range 16 {
+	for range producerCount {
 		wg.Go(func() {
-			for seq := range jobs {
+			for j := range jobs {
 				id := watermill.NewUUID()
 				tx, err := pool.Begin(ctx)
 				if err != nil {
 					firstErr.CompareAndSwap(nil, err)
 					continue
 				}
-				if err := write(ctx, tx, id, seq); err != nil {
+				start := time.Now()
+				if _, err := tx.Exec(ctx, insert, steadyKey(j.seq), 4200); err != nil {
+					_ = tx.Rollback(ctx)
+					firstErr.CompareAndSwap(nil, err)
+					continue
+				}
+				if err := write(ctx, tx, id, j.seq, payload); err != nil {
 					_ = tx.Rollback(ctx)
 					firstErr.CompareAndSwap(nil, err)
 					continue
 				}
 				before := time.Now()
-				probe.commits.Store(id, before)
+				if j.measured {
+					probe.starts.Store(id, start)
+					probe.commits.Store(id, before)
+				}
 				if err := tx.Commit(ctx); err != nil {
+					probe.starts.Delete(id)
 					probe.commits.Delete(id)
 					firstErr.CompareAndSwap(nil, err)
 					continue
 				}
-				probe.cmu.Lock()
-				probe.commitDur = append(probe.commitDur, time.Since(before))
-				probe.cmu.Unlock()
-				committed.Add(1)
+				if j.measured {
+					probe.cmu.Lock()
+					probe.commitDur = append(probe.commitDur, time.Since(before))
+					probe.cmu.Unlock()
+					committed.Add(1)
+				}
 			}
 		})
 	}
-	start := time.Now()
 	tick := time.NewTicker(time.Millisecond)
-	issued := 0
-	for time.Since(start) < d && ctx.Err() == nil {
-		<-tick.C
-		due := int(time.Since(start).Seconds() * float64(rate))
-		for ; issued < due; issued++ {
-			select {
-			case jobs <- issued:
-			default: // producers saturated: the achieved rate shows it
+	issue := func(from time.Time, span time.Duration, measured bool, seq0 int) int {
+		issued := 0
+		for time.Since(from) < span && ctx.Err() == nil {
+			<-tick.C
+			due := int(time.Since(from).Seconds() * float64(rate))
+			for ; issued < due; issued++ {
+				select {
+				case jobs <- job{seq: seq0 + issued, measured: measured}:
+				default: // producers saturated: the achieved rate shows it
+				}
 			}
 		}
+		return seq0 + issued
 	}
+	seq := issue(time.Now(), warmup, false, 0)
+	if onMeasure != nil {
+		onMeasure()
+	}
+	start := time.Now()
+	issue(start, d, true, seq)
 	tick.Stop()
 	close(jobs)
 	wg.Wait()
@@ -188,123 +251,103 @@ func produce(ctx context.Context, pool *pgxpool.Pool, rate int, d time.Duration,
 	return float64(committed.Load()) / time.Since(start).Seconds(), nil
 }
 
-func waitPublished(ctx context.Context, probe *latencyProbe) {
-	want := 0
-	probe.commits.Range(func(any, any) bool { want++; return true })
-	deadline := time.Now().Add(15 * time.Second)
-	for probe.count() < want && time.Now().Before(deadline) && ctx.Err() == nil {
-		time.Sleep(20 * time.Millisecond) // polling the probe, with a deadline
+// waitPublished waits until every measured committed record has been
+// published, for at most a minute.
+func waitPublished(ctx context.Context, probe *latencyProbe) error {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		missing, committed := probe.missing()
+		if missing == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d of %d committed records not published within a minute", missing, committed)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond): // polling the probe, with a deadline
+		}
 	}
 }
 
-func runLatency(ctx context.Context, o options, out io.Writer) (*LatencyResult, error) {
-	if o.duration <= 0 {
-		o.duration = 10 * time.Second
-	}
-	if o.rate < 1 {
-		return nil, fmt.Errorf("--rate %d: must be positive", o.rate)
-	}
-	pool, err := openPool(ctx, o, 24)
+// runLatency runs the steady load at each --rate: the systems alternate
+// round by round (postrelay, the baselines in --baseline order, and the
+// plain-table COMMIT reference).
+func runLatency(ctx context.Context, o options, out io.Writer) (any, error) {
+	rates, err := parseRates(o.rates)
 	if err != nil {
 		return nil, err
 	}
-	defer pool.Close()
-	res := &LatencyResult{Scenario: "latency", TargetRate: o.rate, DurationSec: o.duration.Seconds()}
+	var series LatencySeries
+	series.Scenario = "latency"
+	for _, rate := range rates {
+		r, err := latencyAt(ctx, o, rate, out)
+		if err != nil {
+			return nil, err
+		}
+		series.Rates = append(series.Rates, r)
+	}
+	if len(series.Rates) == 1 {
+		return series.Rates[0], nil
+	}
+	return &series, nil
+}
 
-	// postrelay: one relay in process, default config.
-	cfg, cleanup, err := benchSchema(ctx, pool, o)
+// latencyAt runs the steady load at one rate.
+func latencyAt(ctx context.Context, o options, rate int, out io.Writer) (*LatencyResult, error) {
+	o = o.steadyDefaults(10*time.Second, 1)
+	baselines, err := parseBaselines(o.baseline)
 	if err != nil {
 		return nil, err
 	}
-	defer cleanup()
-	probe := newProbe()
-	pub := newCountingPublisher(1<<62, 0)
-	pub.onMsg = probe.onPublish
-	if v := os.Getenv("BENCH_TAIL_INTERVAL"); v != "" { // for tuning experiments
-		if cfg.TailInterval, err = time.ParseDuration(v); err != nil {
-			return nil, fmt.Errorf("BENCH_TAIL_INTERVAL: %w", err)
-		}
+	systems := append([]string{sysPostrelay}, baselines...)
+	if o.commitReference {
+		systems = append(systems, sysPlain)
 	}
-	eng, err := engine.New(pool, pub, cfg)
+	res := &LatencyResult{Scenario: "latency", TargetRate: rate, DurationSec: o.duration.Seconds(), WarmupSec: o.warmup.Seconds(), Rounds: o.rounds}
+	if slices.Contains(baselines, sysRiver) {
+		rc := o.river
+		res.River = &rc
+	}
+	res.Catalogs = o.catalogs
+	fmt.Fprintf(out, "steady load at %d/s: %s, %d round(s) of %s (+ %s warm-up) each\n", rate, strings.Join(systems, ", "), o.rounds, o.duration, o.warmup)
+	runs, err := steadyRounds(ctx, o, systems, rate, out)
 	if err != nil {
 		return nil, err
 	}
-	events := eng.Events()
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- eng.Run(runCtx) }()
-	acquired := 0
-	for acquired < cfg.Partitions {
-		if e := <-events; e.Kind == engine.EventLeaseAcquired {
-			acquired++
+	res.Runs = runs
+	res.Systems = summarize(systems, runs)
+	printSummaries(out, rate, res.Systems)
+	for _, s := range res.Systems {
+		switch s.System {
+		case sysPostrelay:
+			res.AchievedRate, res.CPUPerRecordUS = s.AchievedRate.Median, s.CPUPerRecordUS.Median
+			res.P50MS, res.P99MS, res.MaxMS = s.P50MS.Median, s.P99MS.Median, s.MaxMS.Median
+			res.CommitP50MS, res.CommitP99MS = s.CommitP50MS.Median, s.CommitP99MS.Median
+			var p90, samples []float64
+			for _, r := range runs {
+				if r.System == sysPostrelay {
+					p90 = append(p90, r.P90MS)
+					samples = append(samples, float64(r.Samples))
+				}
+			}
+			res.P90MS, res.Samples = median(p90), int(median(samples))
+		case sysForwarder:
+			res.Baseline = sysForwarder
+			res.BaselineAchievedRate = s.AchievedRate.Median
+			res.BaselineP50MS, res.BaselineP99MS, res.BaselineMaxMS = s.P50MS.Median, s.P99MS.Median, s.MaxMS.Median
+			var p90 []float64
+			for _, r := range runs {
+				if r.System == sysForwarder {
+					p90 = append(p90, r.P90MS)
+				}
+			}
+			res.BaselineP90MS = median(p90)
 		}
 	}
-	go func() {
-		for range events { // keep draining; the hub drops when full anyway
-		}
-	}()
-	w := engine.NewWriter(cfg)
-	payload := []byte(`{"order_id":1,"amount_cents":4200}`)
-	cpu0 := machineCPU()
-	rate, err := produce(ctx, pool, o.rate, o.duration, probe, func(ctx context.Context, tx pgx.Tx, id string, seq int) error {
-		return w.Write(ctx, tx, engine.Record{Topic: "bench.latency", Key: "k" + strconv.Itoa(seq%1000), Payload: payload, MessageID: id})
-	})
-	if err != nil {
-		stop()
-		<-done
-		return nil, err
-	}
-	waitPublished(ctx, probe)
-	cpu := machineCPU() - cpu0
-	stop()
-	if err := <-done; err != nil {
-		return nil, err
-	}
-	ls := probe.latencies()
-	res.CPUPerRecordUS = cpuPerRecordUS(cpu, len(ls))
-	if f := os.Getenv("BENCH_LATENCY_DUMP"); f != "" { // for diagnosis: commit offset and latency per record
-		if err := probe.dump(f); err != nil {
-			return nil, err
-		}
-	}
-	res.AchievedRate, res.Samples = rate, len(ls)
-	res.P50MS, res.P90MS, res.P99MS, res.MaxMS = pct(ls, 0.5), pct(ls, 0.9), pct(ls, 0.99), pct(ls, 1)
-	cd := probe.commitDurations()
-	res.CommitP50MS, res.CommitP99MS = pct(cd, 0.5), pct(cd, 0.99)
-	fmt.Fprintf(out, "%-22s rate %6.0f/s  p50 %6.2f ms  p90 %6.2f ms  p99 %6.2f ms  max %7.2f ms  (%d samples; COMMIT itself p50 %.2f / p99 %.2f ms; machine CPU %.0f µs/record)\n",
-		"postrelay", rate, res.P50MS, res.P90MS, res.P99MS, res.MaxMS, len(ls), res.CommitP50MS, res.CommitP99MS, res.CPUPerRecordUS)
-
-	if o.baseline == "watermill-forwarder" {
-		f, err := newForwarderSetup(ctx, pool)
-		if err != nil {
-			return nil, err
-		}
-		defer f.cleanup()
-		probe := newProbe()
-		cp := newCountingPublisher(1<<62, 0)
-		cp.onMsg = probe.onPublish
-		stopFw, err := f.run(ctx, cp)
-		if err != nil {
-			return nil, err
-		}
-		rate, err := produce(ctx, pool, o.rate, o.duration, probe, func(ctx context.Context, tx pgx.Tx, id string, seq int) error {
-			return f.publishInTx(tx, "bench.latency", message.NewMessage(id, payload))
-		})
-		if err != nil {
-			stopFw()
-			return nil, err
-		}
-		waitPublished(ctx, probe)
-		stopFw()
-		ls := probe.latencies()
-		res.Baseline = o.baseline
-		res.BaselineAchievedRate = rate
-		res.BaselineP50MS, res.BaselineP90MS, res.BaselineP99MS, res.BaselineMaxMS = pct(ls, 0.5), pct(ls, 0.9), pct(ls, 0.99), pct(ls, 1)
-		if res.P99MS > 0 {
-			res.P99Ratio = res.BaselineP99MS / res.P99MS
-		}
-		fmt.Fprintf(out, "%-22s rate %6.0f/s  p50 %6.2f ms  p90 %6.2f ms  p99 %6.2f ms  max %7.2f ms  (%d samples)\n",
-			"watermill forwarder", rate, res.BaselineP50MS, res.BaselineP90MS, res.BaselineP99MS, res.BaselineMaxMS, len(ls))
+	if res.Baseline != "" && res.P99MS > 0 {
+		res.P99Ratio = res.BaselineP99MS / res.P99MS
 	}
 	return res, nil
 }

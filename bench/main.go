@@ -1,14 +1,22 @@
 // Command bench measures postrelay: drain throughput, commit-to-publish
 // latency, scaling over relay processes, and the cost of the outbox to the
-// writing application, with Watermill's forwarder (watermill-sql/v4) as the
-// baseline in the same run.
+// writing application, with River (v0.51.2, used as an outbox) and
+// Watermill's forwarder (watermill-sql/v4) as baselines in the same run
+// (--baseline river,watermill-forwarder). Steady-load runs alternate the
+// systems round by round (--rounds) with the same producers and the same
+// latency clock (just before the producer's business INSERT).
 //
-//	go run ./bench drain   [--records 200000] [--keys 1000] [--instances 1] [--publish-delay 0] [--tracing off] [--baseline watermill-forwarder]
-//	go run ./bench latency [--rate 1000] [--duration 10s] [--baseline watermill-forwarder]
-//	go run ./bench scale   [--instances 1,2,4,8] [--instance-concurrency 8] [--publish-delay 5ms]
-//	go run ./bench write   [--clients 8] [--duration 5s]
-//	go run ./bench all     (every scenario; rewrites bench/README.md's results and bench/scale.svg)
-//	go run ./bench report  (re-renders bench/README.md's results from bench/results.json)
+//	go run ./bench drain    [--records 200000] [--keys 1000] [--instances 1] [--publish-delay 0] [--tracing off] [--baseline river,watermill-forwarder]
+//	go run ./bench latency  [--rate 1000[,3000,5000]] [--duration 10s] [--warmup 2s] [--rounds 1] [--baseline river,watermill-forwarder]
+//	go run ./bench scale    [--instances 1,2,4,8] [--instance-concurrency 8] [--publish-delay 5ms]
+//	go run ./bench write    [--clients 8] [--duration 5s] [--commit-rates 1000,3000] [--rounds 3] [--baseline river,watermill-forwarder]
+//	go run ./bench catalogs [--vacuum-catalogs] (the system catalogs' sizes and dead tuples)
+//	go run ./bench all      (every scenario; rewrites bench/README.md's results and bench/scale.svg)
+//	go run ./bench report   (re-renders bench/README.md's results from bench/results.json)
+//
+// --vacuum-catalogs (any scenario) vacuums the system catalogs that schema
+// churn bloats before the run; the catalogs' sizes and dead tuples are
+// reported before (and after) it.
 //
 // Each scenario prints a table while it runs and, with --json, one JSON
 // object as the last line of stdout.
@@ -23,30 +31,39 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 )
 
 type options struct {
-	databaseURL   string
-	records       int
-	keys          int
-	partitions    int
-	instances     string
-	publishDelay  time.Duration
-	tracing       string
-	baseline      string
-	rate          int
-	duration      time.Duration
-	concurrency   int
-	batchSize     int
-	clients       int
-	out           string
-	json          bool
-	keepSchema    bool
-	publishLanes  int
-	progressEvery time.Duration
+	databaseURL  string
+	records      int
+	keys         int
+	partitions   int
+	instances    string
+	publishDelay time.Duration
+	tracing      string
+	baseline     string
+	rates        string
+	duration     time.Duration
+	warmup       time.Duration
+	rounds       int
+	commitRates  string
+	// commitReference adds the plain-table system to steady-load rounds.
+	commitReference bool
+	vacuumCatalogs  bool
+	river           riverConfig
+	catalogs        *CatalogReport // the catalogs before the run
+	concurrency     int
+	batchSize       int
+	clients         int
+	out             string
+	json            bool
+	keepSchema      bool
+	publishLanes    int
+	progressEvery   time.Duration
 }
 
 func main() {
@@ -61,9 +78,12 @@ func main() {
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		return fmt.Errorf("usage: go run ./bench drain|latency|scale|write|all [flags]")
+		return fmt.Errorf("usage: go run ./bench drain|latency|scale|write|catalogs|all|report [flags]")
 	}
 	scenario := args[0]
+	if !slices.Contains([]string{"drain", "latency", "scale", "write", "catalogs", "all", "report"}, scenario) {
+		return fmt.Errorf("unknown scenario %q: want drain, latency, scale, write, catalogs, all or report", scenario)
+	}
 	fs := flag.NewFlagSet("bench "+scenario, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o options
@@ -74,9 +94,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.instances, "instances", "", "relay processes (drain: 1; scale: 1,2,4,8)")
 	fs.DurationVar(&o.publishDelay, "publish-delay", -1, "simulated broker round trip per Publish call (drain: 0, scale: 5ms)")
 	fs.StringVar(&o.tracing, "tracing", "off", "on: relays create a span per attempt (SDK, spans dropped); off: no tracing")
-	fs.StringVar(&o.baseline, "baseline", "", "watermill-forwarder: run the same workload through Watermill's forwarder")
-	fs.IntVar(&o.rate, "rate", 1000, "latency: records committed per second")
-	fs.DurationVar(&o.duration, "duration", 0, "latency: 10s; write: 5s")
+	fs.StringVar(&o.baseline, "baseline", "", "river, watermill-forwarder or both (comma list, run in that order): run the same workload through them")
+	fs.StringVar(&o.rates, "rate", "1000", "latency: producer transactions offered per second (a comma list runs each rate)")
+	fs.DurationVar(&o.duration, "duration", 0, "latency: 10s; write: 5s (each measurement)")
+	fs.DurationVar(&o.warmup, "warmup", -1, "latency, write's commit cost: load before each measurement, not measured (2s)")
+	fs.IntVar(&o.rounds, "rounds", 0, "latency: 1; write, all: 3 (rounds alternating the systems)")
+	fs.StringVar(&o.commitRates, "commit-rates", "1000,3000", "write: paced rates of the COMMIT cost comparison (empty: skip it)")
+	fs.BoolVar(&o.commitReference, "commit-reference", true, "latency: also run the plain-table COMMIT reference in each round")
+	fs.BoolVar(&o.vacuumCatalogs, "vacuum-catalogs", false, "VACUUM the system catalogs schema churn bloats (pg_class, pg_attribute, pg_type, pg_depend, …) before the run")
+	fs.IntVar(&o.river.MaxWorkers, "river-max-workers", 2000, "river baseline: the queue's MaxWorkers (riverbench: 2000)")
+	fs.DurationVar(&o.river.FetchCooldown, "river-fetch-cooldown", 2*time.Millisecond, "river baseline: FetchCooldown (riverbench: 2ms)")
+	fs.DurationVar(&o.river.FetchPollInterval, "river-fetch-poll-interval", 20*time.Millisecond, "river baseline: FetchPollInterval (riverbench: 20ms)")
 	fs.IntVar(&o.concurrency, "instance-concurrency", 0, "Publish calls in flight per relay process (engine MaxInFlight; scale: 8; 0: no bound)")
 	fs.IntVar(&o.batchSize, "batch-size", 0, "relay batch size (0: engine default)")
 	fs.IntVar(&o.publishLanes, "publish-concurrency", 0, "keys of one partition published at once (0: engine default)")
@@ -86,6 +114,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&o.keepSchema, "keep-schema", false, "do not drop the benchmark schema")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process (latency runs the relay in it) to this file")
 	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if o.rounds < 0 {
+		return fmt.Errorf("--rounds %d: must be positive", o.rounds)
+	}
+	if _, err := parseBaselines(o.baseline); err != nil {
+		return err
+	}
+	if _, err := parseRates(o.rates); err != nil {
 		return err
 	}
 	if *cpuProfile != "" {
@@ -101,6 +138,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	var result any
 	var err error
+	if scenario != "catalogs" && scenario != "report" {
+		if o.catalogs, err = catalogsStep(ctx, o, stdout); err != nil {
+			return err
+		}
+	}
 	switch scenario {
 	case "drain":
 		result, err = runDrain(ctx, o, stdout)
@@ -112,12 +154,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		result, err = runWrite(ctx, o, stdout)
 	case "inbox":
 		result, err = runInbox(ctx, o, stdout)
+	case "catalogs":
+		result, err = catalogsStep(ctx, o, stdout)
 	case "all":
 		result, err = runAll(ctx, o, stdout)
 	case "report":
 		result, err = runReport()
 	default:
-		return fmt.Errorf("unknown scenario %q: want drain, latency, scale, write, all or report", scenario)
+		return fmt.Errorf("unknown scenario %q: want drain, latency, scale, write, catalogs, all or report", scenario)
 	}
 	if err != nil {
 		return err
@@ -151,4 +195,18 @@ func orDur(v, def time.Duration) time.Duration {
 		return def
 	}
 	return v
+}
+
+// steadyDefaults fills the steady-load settings a scenario left unset.
+func (o options) steadyDefaults(duration time.Duration, rounds int) options {
+	if o.duration <= 0 {
+		o.duration = duration
+	}
+	if o.warmup < 0 {
+		o.warmup = 2 * time.Second
+	}
+	if o.rounds == 0 {
+		o.rounds = rounds
+	}
+	return o
 }

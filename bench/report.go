@@ -54,49 +54,86 @@ func writeReport(r *AllResult) error {
 func resultsMarkdown(r *AllResult) string {
 	var b strings.Builder
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
-	p("Run on %s — %s. Command: `go run ./bench all`.\n\n", r.Date, r.Machine)
-	p("| scenario | postrelay | Watermill forwarder | ratio | target |\n|---|---|---|---|---|\n")
+	cmd := "go run ./bench all"
+	if len(r.Baselines) > 0 {
+		cmd += " --baseline " + strings.Join(r.Baselines, ",")
+	}
+	p("Run on %s — %s. Command: `%s`.\n\n", r.Date, r.Machine, cmd)
+	if r.River != nil {
+		p("River: v0.51.2, riverpgxv5, %s.\n\n", r.River)
+	}
+	if r.Catalogs != nil {
+		p("Catalogs: %s.\n\n", r.Catalogs.Summary())
+	}
+	p("| scenario | postrelay | River | Watermill forwarder | ratio | target |\n|---|---|---|---|---|---|\n")
 	d := r.Drain
-	p("| drain %d records, %d keys, memory broker, 1 relay | %.0f rec/s (%.1f µs machine CPU per record) | %.0f rec/s | %.1f× | ≥ 100,000 rec/s, ≥ 5× |\n",
-		d.Records, d.Keys, d.RecordsPerSec, d.CPUPerRecordUS, d.BaselineRecPerSec, d.Ratio)
+	p("| drain %d records, %d keys, memory broker, 1 relay | %.0f rec/s (%.1f µs machine CPU per record) | %s | %s | %s | ≥ 100,000 rec/s, ≥ 5× |\n",
+		d.Records, d.Keys, d.RecordsPerSec, d.CPUPerRecordUS, drainCell(d, sysRiver), drainCell(d, sysForwarder), drainRatios(d))
 	if len(r.TracingOffRecPerSec) > 0 {
-		p("| the same drain again, tracing off (%d runs) | %s rec/s, median %.0f | | | |\n",
+		p("| the same drain again, tracing off (%d runs) | %s rec/s, median %.0f | | | | |\n",
 			len(r.TracingOffRecPerSec), joinRates(r.TracingOffRecPerSec), median(r.TracingOffRecPerSec))
 	}
 	dd := r.DrainDelay
-	p("| drain, 1 ms publish delay, 1 relay | %.0f rec/s | %.0f rec/s | %.1f× | ≥ 30,000 rec/s |\n",
-		dd.RecordsPerSec, dd.BaselineRecPerSec, dd.Ratio)
-	p("| drain 1,000,000 records: peak RSS of the relay | %.0f MB (%.0f rec/s) | | | ≤ 150 MB |\n",
+	p("| drain, 1 ms publish delay, 1 relay | %.0f rec/s | %s | %s | %s | ≥ 30,000 rec/s |\n",
+		dd.RecordsPerSec, drainCell(dd, sysRiver), drainCell(dd, sysForwarder), drainRatios(dd))
+	p("| drain 1,000,000 records: peak RSS of the relay | %.0f MB (%.0f rec/s) | | | | ≤ 150 MB |\n",
 		r.DrainMillion.PeakRSSMB, r.DrainMillion.RecordsPerSec)
 	if len(r.TracingOnRecPerSec) > 0 {
-		p("| drain with tracing on (span per attempt), alternated with the runs above | %s rec/s, median %.0f: cost %.1f %% by medians | | | cost ≤ 15 %% |\n",
+		p("| drain with tracing on (span per attempt), alternated with the runs above | %s rec/s, median %.0f: cost %.1f %% by medians | | | | cost ≤ 15 %% |\n",
 			joinRates(r.TracingOnRecPerSec), median(r.TracingOnRecPerSec), r.TracingCostPc)
 	} else {
-		p("| drain with tracing on (span per attempt) | %.0f rec/s (cost %.1f %%) | | | cost ≤ 15 %% |\n",
+		p("| drain with tracing on (span per attempt) | %.0f rec/s (cost %.1f %%) | | | | cost ≤ 15 %% |\n",
 			r.DrainTracing.RecordsPerSec, r.TracingCostPc)
 	}
-	for _, l := range []*LatencyResult{r.Latency1000, r.Latency5000} {
+	for _, l := range []*LatencyResult{r.Latency1000, r.Latency3000, r.Latency5000} {
+		if l == nil {
+			continue
+		}
 		target := "p99 ≤ 20 ms"
-		if l.TargetRate >= 5000 {
+		if l.TargetRate >= 3000 {
 			target = "p99 ≤ 50 ms"
 		}
-		base := "—"
-		if l.Baseline != "" {
-			base = fmt.Sprintf("p50 %.1f / p99 %.1f ms at %.0f/s", l.BaselineP50MS, l.BaselineP99MS, l.BaselineAchievedRate)
+		if len(l.Systems) == 0 { // a run from before the River baseline: one round, clock at COMMIT
+			base := "—"
+			if l.Baseline != "" {
+				base = fmt.Sprintf("p50 %.1f / p99 %.1f ms at %.0f/s", l.BaselineP50MS, l.BaselineP99MS, l.BaselineAchievedRate)
+			}
+			ratio := ""
+			if l.P99Ratio > 0 {
+				ratio = fmt.Sprintf("p99 %.2f× the forwarder's", 1/l.P99Ratio)
+			}
+			p("| latency at %d rec/s (achieved %.0f), from just before COMMIT | p50 %.1f / p90 %.1f / p99 %.1f / max %.1f ms (COMMIT itself p99 %.1f ms; %.0f µs machine CPU per record) | — | %s | %s | %s |\n",
+				l.TargetRate, l.AchievedRate, l.P50MS, l.P90MS, l.P99MS, l.MaxMS, l.CommitP99MS, l.CPUPerRecordUS, base, ratio, target)
+			continue
 		}
-		ratio := ""
-		if l.P99Ratio > 0 {
-			ratio = fmt.Sprintf("p99 %.2f× the forwarder's", 1/l.P99Ratio)
+		cell := func(sys string) string {
+			s := systemSummary(l.Systems, sys)
+			if s == nil {
+				return "—"
+			}
+			return fmt.Sprintf("p50 %.1f / p99 %.1f ms at %.0f/s", s.P50MS.Median, s.P99MS.Median, s.AchievedRate.Median)
 		}
-		p("| latency at %d rec/s (achieved %.0f) | p50 %.1f / p90 %.1f / p99 %.1f / max %.1f ms (COMMIT itself p99 %.1f ms; %.0f µs machine CPU per record) | %s | %s | %s |\n",
-			l.TargetRate, l.AchievedRate, l.P50MS, l.P90MS, l.P99MS, l.MaxMS, l.CommitP99MS, l.CPUPerRecordUS, base, ratio, target)
+		var ratios []string
+		for _, sys := range []string{sysRiver, sysForwarder} {
+			if s := systemSummary(l.Systems, sys); s != nil && s.P99MS.Median > 0 {
+				ratios = append(ratios, fmt.Sprintf("p99 %.2f× %s's", l.P99MS/s.P99MS.Median, displayName(sys)))
+			}
+		}
+		target = "achieved ≥ the best peer's, p99 ≤ the best peer's"
+		if l.TargetRate <= 1000 {
+			target = "p99 ≤ 0.5× the better peer's; p50 and CPU per record ≤ its"
+		}
+		p("| steady load at %d rec/s offered (achieved %.0f), medians of %d rounds | p50 %.1f / p90 %.1f / p99 %.1f / max %.1f ms (COMMIT itself p99 %.1f ms; %.0f µs machine CPU per record) | %s | %s | %s | %s |\n",
+			l.TargetRate, l.AchievedRate, l.Rounds, l.P50MS, l.P90MS, l.P99MS, l.MaxMS, l.CommitP99MS, l.CPUPerRecordUS,
+			cell(sysRiver), cell(sysForwarder), strings.Join(ratios, ", "), target)
 	}
 	w := r.Write
-	p("| write: small business tx + 1 outbox record (%d clients) | %.0f tx/s vs %.0f without: +%.1f %% cost | | | ≤ 15 %% |\n",
+	p("| write: small business tx + 1 outbox record (%d clients) | %.0f tx/s vs %.0f without: +%.1f %% cost | | | | ≤ 15 %% |\n",
 		w.Clients, w.TxPerSecWith, w.TxPerSecWithout, w.OverheadPct)
-	p("| write: same record via `QueueWrite` in the business statement's pgx.Batch | %.0f tx/s: +%.1f %% cost | | | ≤ 15 %% |\n",
+	p("| write: same record via `QueueWrite` in the business statement's pgx.Batch | %.0f tx/s: +%.1f %% cost | | | | ≤ 15 %% |\n",
 		w.TxPerSecPipelined, w.PipelinedOverheadPct)
-	p("| write: bulk, %d records per tx | %.0f rec/s | | | ≥ 50,000 rec/s |\n", w.BulkBatch, w.BulkRecordsPerSec)
+	p("| write: bulk, %d records per tx | %.0f rec/s | | | | ≥ 50,000 rec/s |\n", w.BulkBatch, w.BulkRecordsPerSec)
+	steadyMarkdown(&b, r)
 	s := r.Scale
 	p("\nScale (%d records, %d keys, %d partitions, %.0f ms publish delay, %d publishes in flight per relay):\n\n",
 		s.Records, s.Keys, s.Partitions, s.PublishDelayMS, s.Concurrency)
@@ -106,6 +143,101 @@ func resultsMarkdown(r *AllResult) string {
 	}
 	p("\n![scale chart](scale.svg)\n\n")
 	return b.String()
+}
+
+// steadyMarkdown renders the steady-load rounds and the COMMIT cost, when
+// the run has them.
+func steadyMarkdown(b *strings.Builder, r *AllResult) {
+	p := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	sp := func(s Spread, f string) string {
+		if s.Min == s.Max {
+			return fmt.Sprintf(f, s.Median)
+		}
+		return fmt.Sprintf(f+" ("+f+"–"+f+")", s.Median, s.Min, s.Max)
+	}
+	for _, l := range []*LatencyResult{r.Latency1000, r.Latency3000, r.Latency5000} {
+		if l == nil || len(l.Systems) == 0 {
+			continue
+		}
+		p("\nSteady load at %d records/s offered: medians of %d alternated rounds (min–max), %.0f s each after %.0f s of warm-up; latency from just before the business INSERT to Publish:\n\n",
+			l.TargetRate, l.Rounds, l.DurationSec, l.WarmupSec)
+		p("| system | committed/s | p50 ms | p99 ms | max ms | p99 from COMMIT ms | COMMIT p50 / p99 ms | COMMIT p99 / plain table's | machine CPU µs per record |\n|---|---|---|---|---|---|---|---|---|\n")
+		for _, s := range l.Systems {
+			vs := ""
+			if s.CommitP99VsPlain > 0 {
+				vs = fmt.Sprintf("%.2f×", s.CommitP99VsPlain)
+			}
+			if s.System == sysPlain {
+				p("| plain table (no relay) | %s | | | | | %s / %s | 1 | %s |\n", sp(s.AchievedRate, "%.0f"),
+					sp(s.CommitP50MS, "%.2f"), sp(s.CommitP99MS, "%.1f"), sp(s.CPUPerRecordUS, "%.0f"))
+				continue
+			}
+			p("| %s | %s | %s | %s | %s | %s | %s / %s | %s | %s |\n", displayName(s.System), sp(s.AchievedRate, "%.0f"),
+				sp(s.P50MS, "%.1f"), sp(s.P99MS, "%.1f"), sp(s.MaxMS, "%.0f"), sp(s.FromCommitP99MS, "%.1f"),
+				sp(s.CommitP50MS, "%.2f"), sp(s.CommitP99MS, "%.1f"), vs, sp(s.CPUPerRecordUS, "%.0f"))
+		}
+	}
+	if r.Write == nil || len(r.Write.CommitCost) == 0 {
+		return
+	}
+	p("\nCOMMIT cost (issue 11 goal 3: an outbox record's COMMIT p99 within 10 %% of the same transaction writing the same bytes into a plain table); medians of alternated rounds (min–max):\n\n")
+	p("| tx/s | system | achieved tx/s | COMMIT p50 ms | COMMIT p99 ms | p50 / plain | p99 / plain |\n|---|---|---|---|---|---|---|\n")
+	for _, c := range r.Write.CommitCost {
+		for _, s := range c.Systems {
+			r50, r99 := "1", "1"
+			if s.System != sysPlain {
+				r50, r99 = fmt.Sprintf("%.2f×", s.CommitP50VsPlain), fmt.Sprintf("%.2f×", s.CommitP99VsPlain)
+			}
+			p("| %d | %s | %s | %s | %s | %s | %s |\n", c.Rate, displayName(s.System), sp(s.AchievedRate, "%.0f"),
+				sp(s.CommitP50MS, "%.2f"), sp(s.CommitP99MS, "%.1f"), r50, r99)
+		}
+	}
+}
+
+func systemSummary(ss []SystemSummary, sys string) *SystemSummary {
+	for i := range ss {
+		if ss[i].System == sys {
+			return &ss[i]
+		}
+	}
+	return nil
+}
+
+func displayName(sys string) string {
+	switch sys {
+	case sysRiver:
+		return "River"
+	case sysForwarder:
+		return "the forwarder"
+	case sysPlain:
+		return "plain table"
+	}
+	return sys
+}
+
+// drainCell is one baseline's drain rate, or — if it did not run.
+func drainCell(d *DrainResult, sys string) string {
+	for _, b := range d.Baselines {
+		if b.System == sys {
+			return fmt.Sprintf("%.0f rec/s (%d records; %.1f µs machine CPU per record)", b.RecordsPerSec, b.Records, b.CPUPerRecordUS)
+		}
+	}
+	if sys == sysForwarder && d.Baseline == sysForwarder { // a run from before Baselines
+		return fmt.Sprintf("%.0f rec/s", d.BaselineRecPerSec)
+	}
+	return "—"
+}
+
+// drainRatios is postrelay's rate over each baseline's.
+func drainRatios(d *DrainResult) string {
+	var parts []string
+	for _, b := range d.Baselines {
+		parts = append(parts, fmt.Sprintf("%.1f× %s", b.Ratio, displayName(b.System)))
+	}
+	if len(parts) == 0 && d.Ratio > 0 {
+		return fmt.Sprintf("%.1f×", d.Ratio)
+	}
+	return strings.Join(parts, ", ")
 }
 
 // joinRates formats rates as "61,234 / 58,901".

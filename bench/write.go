@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,6 +32,59 @@ type WriteResult struct {
 	BulkRecordsPerSec    float64 `json:"bulk_records_per_sec"`
 	RoundsEachVariant    int     `json:"rounds_each_variant"`
 	SecondsEachVariant   float64 `json:"seconds_each_round"`
+	// COMMIT cost at paced rates (issue 11 goal 3), per --commit-rates.
+	CommitCost []CommitCostAt `json:"commit_cost,omitempty"`
+	River      *riverConfig   `json:"river_config,omitempty"`
+	Catalogs   *CatalogReport `json:"catalogs,omitempty"`
+}
+
+// CommitCostAt compares the COMMIT of a producer transaction (one business
+// INSERT plus one record) across systems at one paced rate, against the same
+// transaction writing the record's columns into a plain table.
+type CommitCostAt struct {
+	Rate        int             `json:"rate"`
+	Rounds      int             `json:"rounds"`
+	DurationSec float64         `json:"duration_sec"`
+	Systems     []SystemSummary `json:"systems"`
+	Runs        []SystemRun     `json:"runs"`
+}
+
+// commitCost runs the producers at each rate, alternating postrelay, the
+// baselines and the plain table round by round.
+func commitCost(ctx context.Context, o options, out io.Writer) ([]CommitCostAt, error) {
+	if strings.TrimSpace(o.commitRates) == "" {
+		return nil, nil
+	}
+	rates, err := parseRates(o.commitRates)
+	if err != nil {
+		return nil, fmt.Errorf("--commit-rates: %w", err)
+	}
+	baselines, err := parseBaselines(o.baseline)
+	if err != nil {
+		return nil, err
+	}
+	o = o.steadyDefaults(5*time.Second, 3)
+	systems := append(append([]string{sysPostrelay}, baselines...), sysPlain)
+	var res []CommitCostAt
+	for _, rate := range rates {
+		fmt.Fprintf(out, "COMMIT cost at %d tx/s: %s, %d round(s) of %s (+ %s warm-up)\n", rate, strings.Join(systems, ", "), o.rounds, o.duration, o.warmup)
+		runs, err := steadyRounds(ctx, o, systems, rate, out)
+		if err != nil {
+			return nil, err
+		}
+		c := CommitCostAt{Rate: rate, Rounds: o.rounds, DurationSec: o.duration.Seconds(), Systems: summarize(systems, runs), Runs: runs}
+		for _, s := range c.Systems {
+			vs := ""
+			if s.CommitP99VsPlain > 0 {
+				vs = fmt.Sprintf("  ratio to the plain table: p50 %.2f×, p99 %.2f×", s.CommitP50VsPlain, s.CommitP99VsPlain)
+			}
+			fmt.Fprintf(out, "  %-20s COMMIT p50 %.2f (%.2f–%.2f) ms, p99 %.2f (%.2f–%.2f) ms at %.0f tx/s%s\n", s.System,
+				s.CommitP50MS.Median, s.CommitP50MS.Min, s.CommitP50MS.Max, s.CommitP99MS.Median, s.CommitP99MS.Min, s.CommitP99MS.Max,
+				s.AchievedRate.Median, vs)
+		}
+		res = append(res, c)
+	}
+	return res, nil
 }
 
 // runWrite measures what the outbox costs the writing application: a small
@@ -141,6 +196,14 @@ func runWrite(ctx context.Context, o options, out io.Writer) (*WriteResult, erro
 	}
 	res.BulkBatch, res.BulkRecordsPerSec = 10000, bulk
 	fmt.Fprintf(out, "%-40s %8.0f records/s\n", "bulk Write, 10,000 records per tx", bulk)
+	res.Catalogs = o.catalogs
+	if res.CommitCost, err = commitCost(ctx, o, out); err != nil {
+		return nil, err
+	}
+	if bs, _ := parseBaselines(o.baseline); slices.Contains(bs, sysRiver) && len(res.CommitCost) > 0 {
+		rc := o.river
+		res.River = &rc
+	}
 	return res, nil
 }
 

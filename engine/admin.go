@@ -14,6 +14,7 @@ import (
 type Admin struct {
 	pool *pgxpool.Pool
 	cfg  Config
+	sql  adminSQL
 	err  error
 }
 
@@ -21,7 +22,7 @@ type Admin struct {
 // reported by every call.
 func NewAdmin(pool *pgxpool.Pool, cfg Config) *Admin {
 	cfg, err := cfg.prepared()
-	return &Admin{pool: pool, cfg: cfg, err: err}
+	return &Admin{pool: pool, cfg: cfg, sql: newAdminSQL(cfg), err: err}
 }
 
 // DeadLetter is a record that exhausted its attempts.
@@ -55,11 +56,7 @@ func (a *Admin) DeadLetters(ctx context.Context, q DeadLetterQuery) ([]DeadLette
 	if limit <= 0 {
 		limit = 1000
 	}
-	rows, err := a.pool.Query(ctx, `SELECT id, partition, key, topic, message_id, payload, metadata::text, created_at,
-			attempts, coalesce(last_error, ''), dead_lettered_at
-		FROM `+a.cfg.ident("dead_letters")+`
-		WHERE ($1::bigint[] IS NULL OR id = ANY($1)) AND ($2 = '' OR topic = $2)
-		ORDER BY id LIMIT $3`, nilIfEmpty(q.IDs), q.Topic, limit)
+	rows, err := a.pool.Query(ctx, a.sql.deadLetters, nilIfEmpty(q.IDs), q.Topic, limit)
 	if err != nil {
 		return nil, fmt.Errorf("postrelay: list dead letters in schema %q: %w", a.cfg.Schema, err)
 	}
@@ -95,20 +92,9 @@ func (a *Admin) moveDead(ctx context.Context, q DeadLetterQuery, requeue bool) (
 	if a.err != nil {
 		return 0, a.err
 	}
-	sel := `DELETE FROM ` + a.cfg.ident("dead_letters") + `
-		WHERE ($1::bigint[] IS NULL OR id = ANY($1)) AND ($2 = '' OR topic = $2)`
-	var sql string
+	sql := a.sql.purgeDead
 	if requeue {
-		sql = `WITH moved AS (` + sel + ` RETURNING *), ins AS (
-				INSERT INTO ` + a.cfg.ident("records") + ` (partition, key, topic, message_id, payload, metadata, created_at)
-				SELECT partition, key, topic, message_id, payload, metadata, created_at FROM moved ORDER BY id
-				RETURNING partition
-			), notified AS (
-				SELECT pg_notify('` + a.cfg.NotifyChannel() + `', partition::text) FROM (SELECT DISTINCT partition FROM ins) p
-			)
-			SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM notified)`
-	} else {
-		sql = `WITH moved AS (` + sel + ` RETURNING id) SELECT count(*), 0 FROM moved`
+		sql = a.sql.requeueDead
 	}
 	var n, ignored int
 	if err := a.pool.QueryRow(ctx, sql, nilIfEmpty(q.IDs), q.Topic).Scan(&n, &ignored); err != nil {
@@ -182,13 +168,7 @@ func (a *Admin) Status(ctx context.Context) (Status, error) {
 		return fmt.Errorf("postrelay: status of schema %q: %s: %w", a.cfg.Schema, what, err)
 	}
 
-	rows, err := a.pool.Query(ctx, `SELECT p.partition, coalesce(p.owner, ''), p.epoch,
-			coalesce(extract(epoch FROM p.lease_until - now()), 0),
-			coalesce(r.n, 0), coalesce(extract(epoch FROM now() - r.oldest), 0)
-		FROM `+a.cfg.ident("partitions")+` p
-		LEFT JOIN (SELECT partition, count(*) AS n, min(created_at) AS oldest
-		           FROM `+a.cfg.ident("records")+` GROUP BY partition) r USING (partition)
-		ORDER BY p.partition`)
+	rows, err := a.pool.Query(ctx, a.sql.partitionStatus)
 	if err != nil {
 		return st, wrap("partitions", err)
 	}
@@ -213,8 +193,7 @@ func (a *Admin) Status(ctx context.Context) (Status, error) {
 		return st, wrap("partitions", err)
 	}
 
-	rows, err = a.pool.Query(ctx, `SELECT id, hostname, pid, started_at, extract(epoch FROM now() - heartbeat_at)
-		FROM `+a.cfg.ident("instances")+` ORDER BY id`)
+	rows, err = a.pool.Query(ctx, a.sql.instanceStatus)
 	if err != nil {
 		return st, wrap("instances", err)
 	}
@@ -230,7 +209,7 @@ func (a *Admin) Status(ctx context.Context) (Status, error) {
 	if err != nil {
 		return st, wrap("instances", err)
 	}
-	if err := a.pool.QueryRow(ctx, "SELECT count(*) FROM "+a.cfg.ident("dead_letters")).Scan(&st.DeadLetters); err != nil {
+	if err := a.pool.QueryRow(ctx, a.sql.deadLetterCount).Scan(&st.DeadLetters); err != nil {
 		return st, wrap("dead letters", err)
 	}
 	return st, nil

@@ -40,13 +40,9 @@ type batcher struct {
 // batcherLinger is how long the leader of a busy completion group waits
 // for more requests before it runs its statement (see group.lead).
 // Completions only: a completion's wait delays no publish, a fetch's would
-// delay every record it returns. Alternated runs, 2 cores: at 5,000
-// records/s offered 3,285-3,961 committed/s and 442-535 µs machine CPU per
-// record with the wait against 2,750-2,883/s and 616-653 µs without, with
-// 6,201-6,941 completion statements per 10 s run instead of 8,855-9,377;
-// at 1,000 records/s p99 6.8-7.4 ms against 8.3-10.5 ms. Waiting in
-// fetches too saved some more CPU but raised p50 at 1,000 records/s from
-// 2.4 to 3.7 ms.
+// delay every record it returns. The wait raised throughput and cut CPU per
+// record, waiting in fetches raised latency (bench/README.md, "Busy
+// completions wait 1 ms").
 const batcherLinger = time.Millisecond
 
 // batcherSlots is how many statements of each kind may run at once.

@@ -31,8 +31,8 @@ const (
 	StopTimeoutDefault        = 15 * time.Second
 	EventBufferDefault        = 4096
 	MaxPayloadBytesDefault    = 16 << 20
-	NotifyIntervalDefault     = 2 * time.Millisecond
-	TailIntervalDefault       = 5 * time.Millisecond
+	NotifyIntervalDefault     = 250 * time.Millisecond
+	TailIntervalDefault       = 2 * time.Millisecond
 )
 
 // Config configures the writer, the engine and migrations. The zero value is
@@ -89,11 +89,12 @@ type Config struct {
 	RetryJitter float64
 
 	// PublishConcurrency is how many keys of one partition's batch are
-	// published at the same time when the broker is slow (a Publish call
-	// takes 200µs or more on average); faster brokers are fed in id order
-	// from one goroutine. Records of one key are always published one
-	// after the other, in order; 1 always publishes in id order. Between 1
-	// and 256. Defaults to 4.
+	// published at the same time when the broker is slow: when the
+	// partition's moving average of each batch's fastest Publish call is
+	// 200µs or more (until measured, a broker is taken as slow). Faster
+	// brokers are fed in id order from one goroutine. Records of one key are
+	// always published one after the other, in order; 1 always publishes in
+	// id order. Between 1 and 256. Defaults to 4.
 	PublishConcurrency int
 
 	// MaxInFlight bounds the Publish calls in flight in this instance, across
@@ -120,29 +121,35 @@ type Config struct {
 	MaxPayloadBytes int
 
 	// NotifyInterval rate-limits the writer's wake-up notifications: at
-	// most one notifying write per interval and Writer. Notifying commits
-	// are serialized by PostgreSQL, so notifying on every write would cap
-	// the application's commit rate; the relay finds the records of writes
-	// that did not notify by its tail poll (see TailInterval). A negative
-	// value notifies on every write. Defaults to 2ms.
+	// most one notifying write per interval and Writer. A notifying commit
+	// holds PostgreSQL's notification queue lock until it is durable, so
+	// notifying commits are serialized; rare notifications keep that off
+	// the application's commits. The relay needs no more: a notification
+	// keeps its tail poll polling every TailInterval for the next second
+	// (and every poll that finds records extends that), so the writes that
+	// did not notify are found by the poll. A negative value notifies on
+	// every write. Defaults to 250ms.
 	NotifyInterval time.Duration
 
-	// TailInterval is the delay of the relay's trailing tail poll: after a
-	// notification the relay looks for new records in every partition at
-	// once, and once more TailInterval later, so records whose writes did
-	// not notify are found within about NotifyInterval + TailInterval.
-	// Defaults to 5ms.
+	// TailInterval is how often the relay's tail poll looks for new records
+	// (one index probe per owned partition) while records are arriving: the
+	// longest a record waits to be noticed under steady load. After a second
+	// without new records the polls space out to 20 a second until the next
+	// notification. Defaults to 2ms.
 	TailInterval time.Duration
 
 	// DisableNotify turns off LISTEN/NOTIFY wake-ups in the writer and the
-	// engine; relays then find records by polling alone.
+	// engine (no NOTIFY, no LISTEN connection); relays then find records by
+	// the tail poll alone: every TailInterval while records arrive, and
+	// within about 50ms after a quiet spell. Defaults to false.
 	DisableNotify bool
 
-	// Logger receives structured logs. nil discards them.
+	// Logger receives structured logs. nil discards them. Defaults to nil.
 	Logger *slog.Logger
 
 	// Observer receives a hook per delivery attempt and every event, for
-	// tracing and metrics (see package tracing). nil means none.
+	// tracing and metrics (see package tracing). nil means none. Defaults
+	// to nil.
 	Observer Observer
 }
 

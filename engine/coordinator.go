@@ -3,6 +3,8 @@ package engine
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"os"
 	"slices"
 	"time"
@@ -10,45 +12,82 @@ import (
 	"github.com/postrelay/postrelay/actors"
 )
 
-// coordMsg is what the coordinator's mailbox carries: a partition actor that
-// exited, for good.
-type coordMsg struct {
-	partition int
-	epoch     int64
-	err       error
-	release   bool // stopped on purpose: release the lease
+// coordinatorConfig is the part of Config the coordinator reads.
+type coordinatorConfig struct {
+	instance    string
+	heartbeat   time.Duration
+	leaseTTL    time.Duration
+	stopTimeout time.Duration
+	logger      *slog.Logger
 }
 
-// owned is a partition this instance holds a lease on.
-type owned struct {
+func coordinatorConfigFrom(c Config) coordinatorConfig {
+	return coordinatorConfig{
+		instance:    c.InstanceID,
+		heartbeat:   c.HeartbeatInterval,
+		leaseTTL:    c.LeaseTTL,
+		stopTimeout: c.StopTimeout,
+		logger:      c.Logger,
+	}
+}
+
+// coordinatorDeps is what the coordinator uses, built by Engine.Run.
+type coordinatorDeps struct {
+	cfg coordinatorConfig
+	// store runs the membership and lease statements.
+	store *store
+	// partitions is the schema's partition count.
+	partitions int
+	// emit hands an event to Engine.Events and the Observer.
+	emit func(Event)
+	// supervisor configures the supervisor of the partition actors.
+	supervisor actors.SupervisorConfig
+	// partition is what every partition actor gets.
+	partition *partitionDeps
+	// wakers wakes each partition's actor, by partition.
+	wakers []*actors.Waker
+	// owned is where the coordinator publishes what it holds, for the tail
+	// poll.
+	owned *ownedPartitions
+}
+
+// coordMsg is what the coordinator's mailbox carries: the exit of one of its
+// partition actors, delivered by actors.Watch.
+type coordMsg struct {
+	exit actors.Exit
+}
+
+// held is a partition this instance holds a lease on.
+type held struct {
 	epoch    int64
-	actor    *partitionActor
-	ref      *actors.Ref
+	ref      *actors.TypedRef[leaseMsg]
 	stopping bool
-	release  bool // stopping on purpose: release the lease once stopped
-	lost     bool // EventLeaseLost was emitted
+	stopAt   time.Time // when the stop was asked
+	release  bool      // stopping on purpose: release the lease once stopped
+	lost     bool      // EventLeaseLost was emitted
 }
 
 // coordinator heartbeats, computes the assignment, and acquires, renews and
-// releases leases, spawning and stopping partition actors. See doc.go for the
-// lease state diagram and the fencing rules.
+// releases leases, starting and stopping the partition actors it supervises.
+// See doc.go for the lease state diagram and the fencing rules. A
+// coordinator serves once: a restart builds a new one, with a new
+// supervisor for its partition actors.
 type coordinator struct {
-	e       *Engine
-	sup     *actors.Supervisor
+	d       coordinatorDeps
+	parts   *actors.Supervisor // the partition actors
 	mailbox *actors.Mailbox[coordMsg]
-	owned   map[int]*owned
+	held    map[int]*held
 	live    []string
 	ticks   int
 	host    string
 }
 
-func newCoordinator(e *Engine, sup *actors.Supervisor) *coordinator {
+func newCoordinator(d coordinatorDeps) *coordinator {
 	host, _ := os.Hostname()
 	return &coordinator{
-		e:       e,
-		sup:     sup,
-		mailbox: actors.NewMailbox[coordMsg](1024),
-		owned:   make(map[int]*owned),
+		d:       d,
+		mailbox: actors.NewMailbox[coordMsg](1), // exits come on the control lane
+		held:    make(map[int]*held),
 		host:    host,
 	}
 }
@@ -56,8 +95,13 @@ func newCoordinator(e *Engine, sup *actors.Supervisor) *coordinator {
 // Serve runs the coordination loop until ctx ends, then stops every
 // partition actor, releases the leases at once and removes the instance.
 func (c *coordinator) Serve(ctx context.Context) error {
+	parts, err := actors.NewSupervisor(c.d.supervisor)
+	if err != nil {
+		return fmt.Errorf("%w: postrelay: coordinator: %w", actors.ErrDoNotRestart, err)
+	}
+	c.parts = parts
 	defer c.shutdown(ctx)
-	ticker := time.NewTicker(c.e.cfg.HeartbeatInterval)
+	ticker := time.NewTicker(c.d.cfg.heartbeat)
 	defer ticker.Stop()
 	c.tick(ctx)
 	for {
@@ -67,225 +111,292 @@ func (c *coordinator) Serve(ctx context.Context) error {
 		case <-ticker.C:
 			c.tick(ctx)
 		case <-c.mailbox.Ready():
-			for {
-				m, ok := c.mailbox.TryReceive()
-				if !ok {
-					break
-				}
-				c.handleExit(ctx, m)
+			for m, ok := c.mailbox.TryReceive(); ok; m, ok = c.mailbox.TryReceive() {
+				c.handleExit(ctx, m.exit)
 			}
 		}
 	}
 }
 
+// tick is one heartbeat: register, renew what is held, read the live
+// instances, give up what is no longer ours, take what is, and now and then
+// forget long-dead instances. A database error ends the tick early; the
+// next one starts over.
 func (c *coordinator) tick(ctx context.Context) {
-	cfg := c.e.cfg
-	log := cfg.Logger
-	sent := time.Now()
-	deadline := sent.Add(cfg.LeaseTTL)
-	st := c.e.store
-	if err := st.heartbeat(ctx, cfg.InstanceID, c.host, os.Getpid()); err != nil {
-		if ctx.Err() == nil {
-			log.Warn("postrelay: coordinator heartbeat failed", "error", err)
-		}
+	// The lease deadline renewals give the actors: the local time the
+	// renewal was sent (or earlier) plus the TTL; the database sets
+	// lease_until from a later now().
+	deadline := time.Now().Add(c.d.cfg.leaseTTL)
+	if !c.heartbeat(ctx) || !c.renew(ctx, deadline) {
 		return
 	}
-
-	// Renew everything held, including partitions whose actor is stopping.
-	if len(c.owned) > 0 {
-		ps := make([]int32, 0, len(c.owned))
-		epochs := make([]int64, 0, len(c.owned))
-		for p, o := range c.owned {
-			ps = append(ps, int32(p))
-			epochs = append(epochs, o.epoch)
-		}
-		renewed, err := st.renew(ctx, cfg.InstanceID, cfg.LeaseTTL, ps, epochs)
-		if err != nil {
-			if ctx.Err() == nil {
-				log.Warn("postrelay: coordinator lease renewal failed", "error", err)
-			}
-			return
-		}
-		for p, o := range c.owned {
-			if renewed[p] {
-				o.actor.mailbox.TrySend(leaseMsg{deadline: deadline})
-				continue
-			}
-			// Lost: someone else holds it now, or it was reset. The actor
-			// must not commit anything more (the fence would stop it too).
-			log.Warn("postrelay: coordinator found partition lease lost", "partition", p, "epoch", o.epoch)
-			if !o.lost {
-				o.lost = true
-				lost := c.event(EventLeaseLost)
-				lost.Partition, lost.Epoch = p, o.epoch
-				c.e.emit(lost)
-			}
-			_ = o.actor.mailbox.SendControl(ctx, leaseMsg{lost: true})
-			if !o.stopping {
-				o.stopping = true
-				c.stopAsync(p, o, false)
-			}
-		}
+	live, ok := c.liveInstances(ctx)
+	if !ok {
+		return
 	}
+	desired := assign(c.d.cfg.instance, live, c.d.partitions)
+	c.releaseUnwanted(desired)
+	c.releaseOverdue(ctx)
+	if !c.acquire(ctx, desired) {
+		return
+	}
+	c.reap(ctx)
+}
 
-	live, err := st.liveInstances(ctx, cfg.LeaseTTL)
+// warn logs a failed statement unless the coordinator is stopping.
+func (c *coordinator) warn(ctx context.Context, msg string, err error, args ...any) {
+	if ctx.Err() == nil {
+		c.d.cfg.logger.Warn(msg, append([]any{"error", err}, args...)...)
+	}
+}
+
+func (c *coordinator) heartbeat(ctx context.Context) bool {
+	if err := c.d.store.heartbeat(ctx, c.d.cfg.instance, c.host, os.Getpid()); err != nil {
+		c.warn(ctx, "postrelay: coordinator heartbeat failed", err)
+		return false
+	}
+	return true
+}
+
+// renew extends every lease held, including those whose actor is stopping,
+// and tells each actor its new deadline. A lease that was not renewed is
+// lost: someone else holds it now, or it was reset.
+func (c *coordinator) renew(ctx context.Context, deadline time.Time) bool {
+	if len(c.held) == 0 {
+		return true
+	}
+	ps := make([]int32, 0, len(c.held))
+	epochs := make([]int64, 0, len(c.held))
+	for p, h := range c.held {
+		ps = append(ps, int32(p))
+		epochs = append(epochs, h.epoch)
+	}
+	renewed, err := c.d.store.renew(ctx, c.d.cfg.instance, c.d.cfg.leaseTTL, ps, epochs)
 	if err != nil {
-		if ctx.Err() == nil {
-			log.Warn("postrelay: coordinator reading instances failed", "error", err)
+		c.warn(ctx, "postrelay: coordinator lease renewal failed", err)
+		return false
+	}
+	for p, h := range c.held {
+		if renewed[p] {
+			h.ref.TrySend(leaseMsg{deadline: deadline})
+			continue
 		}
-		return
+		// The actor must not commit anything more (the fence would stop
+		// it too).
+		c.d.cfg.logger.Warn("postrelay: coordinator found partition lease lost", "partition", p, "epoch", h.epoch)
+		c.lost(p, h, nil)
+		_ = h.ref.SendControl(ctx, leaseMsg{lost: true})
+		if !h.stopping {
+			c.stop(h, false)
+		}
+	}
+	return true
+}
+
+func (c *coordinator) liveInstances(ctx context.Context) ([]string, bool) {
+	live, err := c.d.store.liveInstances(ctx, c.d.cfg.leaseTTL)
+	if err != nil {
+		c.warn(ctx, "postrelay: coordinator reading instances failed", err)
+		return nil, false
 	}
 	if !slices.Equal(live, c.live) {
 		c.live = live
 		e := c.event(EventInstancesChanged)
 		e.Count = len(live)
-		c.e.emit(e)
-		log.Info("postrelay: coordinator live instances changed", "live_instances", len(live))
+		c.d.emit(e)
+		c.d.cfg.logger.Info("postrelay: coordinator live instances changed", "live_instances", len(live))
 	}
-	desired := assign(cfg.InstanceID, live, c.e.partitions)
+	return live, true
+}
 
-	// Release partitions that belong to someone else now.
+// releaseUnwanted stops the actors of partitions that belong to someone
+// else now; each lease is released once its actor has exited.
+func (c *coordinator) releaseUnwanted(desired []int) {
 	want := make(map[int]bool, len(desired))
 	for _, p := range desired {
 		want[p] = true
 	}
-	for p, o := range c.owned {
-		if !want[p] && !o.stopping {
-			o.stopping, o.release = true, true
-			c.stopAsync(p, o, true)
+	for p, h := range c.held {
+		if !want[p] && !h.stopping {
+			c.stop(h, true)
 		}
 	}
+}
 
-	// Acquire desired partitions that are free or expired.
+// releaseOverdue releases the leases of actors that were asked to stop for
+// a release more than StopTimeout ago and have not exited yet (a publish
+// that ignores its context): the fence keeps them from completing anything
+// once another instance holds the lease.
+func (c *coordinator) releaseOverdue(ctx context.Context) {
+	for p, h := range c.held {
+		if h.release && time.Since(h.stopAt) >= c.d.cfg.stopTimeout {
+			c.d.cfg.logger.Warn("postrelay: partition actor did not stop in time, releasing its lease anyway", "partition", p, "epoch", h.epoch)
+			c.release(ctx, p, h)
+		}
+	}
+}
+
+// acquire takes the desired partitions that are free or expired and starts
+// their actors.
+func (c *coordinator) acquire(ctx context.Context, desired []int) bool {
 	var missing []int32
 	for _, p := range desired {
-		if _, ok := c.owned[p]; !ok {
+		if _, ok := c.held[p]; !ok {
 			missing = append(missing, int32(p))
 		}
 	}
-	if len(missing) > 0 {
-		got, err := st.acquire(ctx, cfg.InstanceID, cfg.LeaseTTL, missing)
-		if err != nil {
-			if ctx.Err() == nil {
-				log.Warn("postrelay: coordinator lease acquisition failed", "error", err)
-			}
-			return
-		}
-		for p, epoch := range got {
-			c.spawn(ctx, p, epoch, deadline)
-		}
+	if len(missing) == 0 {
+		return true
 	}
+	got, err := c.d.store.acquire(ctx, c.d.cfg.instance, c.d.cfg.leaseTTL, missing)
+	if err != nil {
+		c.warn(ctx, "postrelay: coordinator lease acquisition failed", err)
+		return false
+	}
+	for p, epoch := range got {
+		c.start(ctx, p, epoch)
+	}
+	return true
+}
 
+// reap forgets long-dead instances, every hundredth tick.
+func (c *coordinator) reap(ctx context.Context) {
 	c.ticks++
-	if c.ticks%100 == 0 { // janitor: forget long-dead instances
-		if err := st.reapInstances(ctx, 10*cfg.LeaseTTL); err != nil && ctx.Err() == nil {
-			log.Warn("postrelay: coordinator reaping instances failed", "error", err)
-		}
+	if c.ticks%100 != 0 {
+		return
+	}
+	if err := c.d.store.reapInstances(ctx, 10*c.d.cfg.leaseTTL); err != nil {
+		c.warn(ctx, "postrelay: coordinator reaping instances failed", err)
 	}
 }
 
 func (c *coordinator) event(kind EventKind) Event {
-	return Event{Kind: kind, Time: time.Now(), Instance: c.e.cfg.InstanceID}
+	return Event{Kind: kind, Time: time.Now(), Instance: c.d.cfg.instance}
 }
 
-func (c *coordinator) spawn(ctx context.Context, p int, epoch int64, deadline time.Time) {
-	a := newPartitionActor(c.e, p, epoch, deadline)
+// start starts the actor of a partition just acquired, bound to its epoch,
+// and watches it: its exit comes back as a message in the coordinator's
+// mailbox. The actor reads the lease itself when it starts (and again on
+// every restart); it learns of renewals from the coordinator's messages.
+func (c *coordinator) start(ctx context.Context, p int, epoch int64) {
 	e := c.event(EventLeaseAcquired)
 	e.Partition, e.Epoch = p, epoch
-	a.st.apply(e)
-	c.e.emit(e)
-	c.e.cfg.Logger.Debug("postrelay: coordinator acquired partition", "partition", p, "epoch", epoch)
-	ref := c.sup.Spawn(ctx, "partition-"+itoa(p), a)
-	o := &owned{epoch: epoch, actor: a, ref: ref}
-	c.owned[p] = o
-	c.publishOwned()
-	// Watch for the actor ending on its own (lease lost).
-	c.e.wg.Go(func() {
-		<-ref.Done()
-		_ = c.mailbox.Send(context.Background(), coordMsg{partition: p, epoch: epoch, err: ref.Err()})
+	c.d.emit(e)
+	c.d.cfg.logger.Debug("postrelay: coordinator acquired partition", "partition", p, "epoch", epoch)
+	deps, waker := c.d.partition, c.d.wakers[p]
+	ref := actors.SpawnTyped(ctx, c.parts, "partition-"+itoa(p), 1, func(mb *actors.Mailbox[leaseMsg]) actors.Actor {
+		return newPartitionActor(deps, p, epoch, mb, waker)
 	})
-	a.waker.Wake()
+	actors.Watch(ctx, ref.Ref, c.mailbox, func(x actors.Exit) coordMsg { return coordMsg{exit: x} })
+	c.held[p] = &held{epoch: epoch, ref: ref}
+	c.publishOwned()
+	waker.Wake()
 }
 
-// publishOwned tells the tail poll which partitions this instance holds.
-func (c *coordinator) publishOwned() {
-	ps := make([]int32, 0, len(c.owned))
-	for p := range c.owned {
-		ps = append(ps, int32(p))
-	}
-	slices.Sort(ps)
-	c.e.owned.Store(&ps)
+// stop asks a partition actor to stop without waiting for it (a slow
+// publish must never delay heartbeats); its exit arrives as a message.
+func (c *coordinator) stop(h *held, release bool) {
+	h.stopping, h.release, h.stopAt = true, release, time.Now()
+	h.ref.Cancel()
 }
 
-// stopAsync stops a partition actor without blocking the coordinator (a slow
-// publish must never delay heartbeats); the watcher reports the exit.
-func (c *coordinator) stopAsync(p int, o *owned, release bool) {
-	if release {
-		c.e.wg.Go(func() {
-			_ = o.ref.Stop(c.e.cfg.StopTimeout)
-			_ = c.mailbox.Send(context.Background(), coordMsg{partition: p, epoch: o.epoch, release: true})
-		})
+// lost emits EventLeaseLost for a held partition, once.
+func (c *coordinator) lost(p int, h *held, err error) {
+	if h.lost {
 		return
 	}
-	c.e.wg.Go(func() { _ = o.ref.Stop(c.e.cfg.StopTimeout) })
+	h.lost = true
+	e := c.event(EventLeaseLost)
+	e.Partition, e.Epoch, e.Err = p, h.epoch, err
+	c.d.emit(e)
 }
 
-func (c *coordinator) handleExit(ctx context.Context, m coordMsg) {
-	o, ok := c.owned[m.partition]
-	if !ok || o.epoch != m.epoch {
+// release gives a partition's lease up and forgets it. Each lease ends with
+// one event: EventLeaseReleased, unless EventLeaseLost came first.
+func (c *coordinator) release(ctx context.Context, p int, h *held) {
+	if err := c.d.store.release(ctx, c.d.cfg.instance, p, h.epoch); err != nil {
+		c.warn(ctx, "postrelay: coordinator lease release failed", err, "partition", p)
+	}
+	delete(c.held, p)
+	c.publishOwned()
+	if h.lost {
+		return // EventLeaseLost already ended this lease
+	}
+	e := c.event(EventLeaseReleased)
+	e.Partition, e.Epoch = p, h.epoch
+	c.d.emit(e)
+}
+
+// handleExit handles a partition actor's exit.
+func (c *coordinator) handleExit(ctx context.Context, x actors.Exit) {
+	if ctx.Err() != nil {
+		// Stopping: the actors exit because the coordinator's own context
+		// ended, and shutdown releases their leases. Not a loss.
 		return
 	}
-	if m.release {
-		if err := c.e.store.release(ctx, c.e.cfg.InstanceID, m.partition, m.epoch); err != nil && ctx.Err() == nil {
-			c.e.cfg.Logger.Warn("postrelay: coordinator lease release failed", "partition", m.partition, "error", err)
-		}
-		delete(c.owned, m.partition)
-		c.publishOwned()
-		e := c.event(EventLeaseReleased)
-		e.Partition, e.Epoch = m.partition, m.epoch
-		c.e.emit(e)
-		return
+	p, h := c.find(x.Ref)
+	if h == nil {
+		return // an actor whose lease was already released or forgotten
 	}
-	if o.release {
-		return // a stop to release is in progress; its release message follows
+	if h.release {
+		c.release(ctx, p, h)
+		return
 	}
 	// The actor ended by itself: the lease is lost (fenced) or it was
 	// stopped after a failed renewal. Forget the partition; the next tick
 	// acquires it again if it is still ours and free.
-	delete(c.owned, m.partition)
+	delete(c.held, p)
 	c.publishOwned()
-	if !o.lost {
-		lost := c.event(EventLeaseLost)
-		lost.Partition, lost.Epoch, lost.Err = m.partition, m.epoch, m.err
-		c.e.emit(lost)
+	c.lost(p, h, x.Err)
+	if x.Err != nil && !errors.Is(x.Err, ErrLeaseLost) {
+		c.d.cfg.logger.Warn("postrelay: partition actor ended", "partition", p, "error", x.Err)
 	}
-	if m.err != nil && !errors.Is(m.err, ErrLeaseLost) {
-		c.e.cfg.Logger.Warn("postrelay: partition actor ended", "partition", m.partition, "error", m.err)
+}
+
+// find returns the held partition whose actor is r.
+func (c *coordinator) find(r *actors.Ref) (int, *held) {
+	for p, h := range c.held {
+		if h.ref.Ref == r {
+			return p, h
+		}
 	}
+	return 0, nil
+}
+
+// publishOwned tells the tail poll which partitions this instance holds.
+func (c *coordinator) publishOwned() {
+	ps := make([]int32, 0, len(c.held))
+	for p := range c.held {
+		ps = append(ps, int32(p))
+	}
+	slices.Sort(ps)
+	c.d.owned.publish(ps)
 }
 
 // shutdown stops every partition actor (each completes the batch it
 // published), then releases all leases at once so other instances take over
 // without waiting for the TTL, and removes the instance row.
 func (c *coordinator) shutdown(ctx context.Context) {
-	cfg := c.e.cfg
-	_ = c.sup.Stop(cfg.StopTimeout)
-	bg, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.StopTimeout)
-	defer cancel()
-	if err := c.e.store.releaseAll(bg, cfg.InstanceID); err != nil {
-		cfg.Logger.Warn("postrelay: coordinator releasing leases on shutdown failed", "error", err)
+	cfg := c.d.cfg
+	if err := c.parts.Stop(cfg.stopTimeout); err == nil {
+		c.parts.Wait()
 	}
-	for p, o := range c.owned {
-		if o.lost {
+	bg, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.stopTimeout)
+	defer cancel()
+	if err := c.d.store.releaseAll(bg, cfg.instance); err != nil {
+		cfg.logger.Warn("postrelay: coordinator releasing leases on shutdown failed", "error", err)
+	}
+	for p, h := range c.held {
+		if h.lost {
 			continue
 		}
 		e := c.event(EventLeaseReleased)
-		e.Partition, e.Epoch = p, o.epoch
-		c.e.emit(e)
+		e.Partition, e.Epoch = p, h.epoch
+		c.d.emit(e)
 	}
-	clear(c.owned)
+	clear(c.held)
 	c.publishOwned()
-	if err := c.e.store.deleteInstance(bg, cfg.InstanceID); err != nil {
-		cfg.Logger.Warn("postrelay: coordinator removing instance failed", "error", err)
+	if err := c.d.store.deleteInstance(bg, cfg.instance); err != nil {
+		cfg.logger.Warn("postrelay: coordinator removing instance failed", "error", err)
 	}
 }

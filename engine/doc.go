@@ -20,12 +20,17 @@
 // or retry backoff), publishes each through the publisher, and completes the
 // batch in one statement fenced by its lease: delivered rows are deleted,
 // failed ones get attempts+1 and a backoff, exhausted ones move to
-// <schema>.dead_letters. The Writer NOTIFYs on commit (at most once per
-// NotifyInterval); every instance LISTENs, wakes its actor for the
-// partition named, and runs one tail query over the newest ids of the
-// partitions it owns, which wakes the actors of every one with new records
-// (and once more TailInterval later, for the writes that did not notify);
-// polling every PollInterval is the fallback.
+// <schema>.dead_letters. Records are found by a tail poll: one query over
+// the newest ids of the partitions this instance owns, which wakes the
+// actor of every partition with new records. While records arrive it runs
+// every TailInterval (2 ms); a second without new records spaces it out to
+// 20 polls a second. The Writer NOTIFYs on commit at most once per
+// NotifyInterval (250 ms), not for every record: a notifying commit holds
+// PostgreSQL's notification lock until it is durable, which serialized the
+// application's commits when writes notified every 2 ms. A notification
+// wakes the named partition at once and puts the tail poll back to
+// TailInterval, for the first record after a quiet spell; polling every
+// PollInterval is the partition actors' last resort.
 //
 // The actors' database work goes through a batcher, as concurrent commits
 // go through PostgreSQL's group commit: fetches (and completions) requested
@@ -103,12 +108,39 @@
 // exactly once. Consumers deduplicate by message UUID,
 // which is the record's message id, stable across attempts.
 //
+// # Actors
+//
+// Run opens the store (schema version check, partition count, delivery
+// pool), builds the batcher and each actor's dependencies, and starts a
+// supervision tree (package actors):
+//
+//	root supervisor ─┬─ listener      LISTEN, wakes the partition named and the tail poll
+//	                 ├─ tail poll     wakes the owned partitions with new records
+//	                 └─ coordinator   heartbeats, leases ── partition actors, one per owned partition
+//
+// Every actor gets what it uses in its own deps struct (partitionDeps,
+// coordinatorDeps, listenerDeps, tailDeps), and a restart builds a new
+// actor from them. The coordinator supervises its partition actors, talks to
+// each through a typed reference (renewed until, lost) and learns of each
+// exit as a message in its own mailbox (actors.Watch).
+//
 // # Events
 //
-// The engine is event-sourced in this sense: a partition actor's state
-// changes only by applying events (lease acquired or lost, attempt
-// outcomes), each applied after the durable change behind it is committed,
-// and the state is rebuilt from the database when an actor starts on any
-// instance. The same events feed Engine.Events, the Observer (metrics,
-// package tracing) and the tests.
+// A partition actor's state — its lease (epoch, held, local deadline), the
+// retry its last batch scheduled, the estimate of the broker's round trip —
+// changes only in apply, by events whose fact is already in PostgreSQL: the
+// lease read from the partitions row when the actor starts, renewals and a
+// loss found by the coordinator's renewal statement, a loss found by a
+// fenced completion, and a batch's outcomes once its completion committed.
+// Every start, the first and every restart after a failure, builds a new
+// actor that reads its lease from the database before it fetches anything,
+// so a restarted actor whose lease was taken over meanwhile publishes
+// nothing.
+//
+// The outcome events a partition actor applies (batch fetched, delivered,
+// failed, dead-lettered) are the ones Engine.Events and the Observer
+// (metrics, package tracing) receive. The lease events they receive
+// (acquired, released, lost) are the coordinator's, emitted when its
+// statement committed or when a partition actor exited on a fenced
+// completion; each lease ends with exactly one of released or lost.
 package engine

@@ -7,9 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"runtime/debug"
 	"strconv"
-	"sync"
 	"sync/atomic"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -21,25 +19,21 @@ import (
 // Engine relays committed records from PostgreSQL to a Watermill publisher.
 // Run one per process; any number of processes share the work through
 // partition leases.
+//
+// The Engine itself only wires: Run opens the store, builds the batcher and
+// the actors' dependencies, and starts the actor tree
+//
+//	root supervisor ─┬─ listener      (listener.go)
+//	                 ├─ tail poll     (listener.go)
+//	                 └─ coordinator   (coordinator.go) ── partition actors (partition_actor.go)
+//
+// Each actor gets what it uses in its own deps struct, nothing else.
 type Engine struct {
 	pool      *pgxpool.Pool
 	publisher message.Publisher
 	cfg       Config
-	store     *store
-	batch     *batcher
 	hub       *eventHub
-
-	running atomic.Bool
-	wg      sync.WaitGroup // watcher goroutines
-
-	// Set by Run.
-	partitions int
-	wakers     []*actors.Waker
-	sem        chan struct{} // MaxInFlight publishes
-	fastSlots  chan struct{} // batches in flight for fast brokers
-	// owned lists the partitions this instance holds, sorted, as the
-	// coordinator last published them: the tail poll probes only these.
-	owned atomic.Pointer[[]int32]
+	started   atomic.Bool
 }
 
 // New returns an engine relaying records of the schema in cfg to publisher.
@@ -55,19 +49,7 @@ func New(pool *pgxpool.Pool, publisher message.Publisher, cfg Config) (*Engine, 
 	if err != nil {
 		return nil, err
 	}
-	e := &Engine{
-		pool:      pool,
-		publisher: publisher,
-		cfg:       cfg,
-		store:     newStore(pool, cfg),
-		hub:       &eventHub{buffer: cfg.EventBuffer},
-	}
-	e.batch = newBatcher(e.store, cfg.InstanceID, cfg.StopTimeout)
-	e.fastSlots = make(chan struct{}, fastSlotsFor(runtime.GOMAXPROCS(0)))
-	if cfg.MaxInFlight > 0 {
-		e.sem = make(chan struct{}, cfg.MaxInFlight)
-	}
-	return e, nil
+	return &Engine{pool: pool, publisher: publisher, cfg: cfg, hub: &eventHub{buffer: cfg.EventBuffer}}, nil
 }
 
 // Config returns the engine's config with defaults applied.
@@ -76,15 +58,19 @@ func (e *Engine) Config() Config { return e.cfg }
 // InstanceID returns the id this engine registers as.
 func (e *Engine) InstanceID() string { return e.cfg.InstanceID }
 
-// Events returns a new subscription to the engine's lifecycle events. The
-// channel has Config.EventBuffer capacity; events a slow reader has no room
-// for are dropped (see DroppedEvents), never blocking delivery. It is closed
-// when Run returns.
-func (e *Engine) Events() <-chan Event { return e.hub.subscribe() }
+// Events returns a new subscription to the engine's events of the given
+// kinds (none: every kind) and the function that ends it. The channel has
+// Config.EventBuffer capacity; events a slow reader has no room for are
+// dropped (see DroppedEvents), never blocking delivery. It is closed when
+// the subscription is ended (the function is idempotent) or when Run
+// returns. A subscription made after Run returned is closed at once.
+func (e *Engine) Events(kinds ...EventKind) (<-chan Event, func()) { return e.hub.subscribe(kinds) }
 
 // DroppedEvents returns how many events subscribers had no room for.
 func (e *Engine) DroppedEvents() int64 { return e.hub.dropped.Load() }
 
+// emit hands an event to the Observer (metrics) and to the subscribers:
+// both see the same events.
 func (e *Engine) emit(ev Event) {
 	if obs := e.cfg.Observer; obs != nil {
 		obs.ObserveEvent(ev)
@@ -92,85 +78,94 @@ func (e *Engine) emit(ev Event) {
 	e.hub.emit(ev)
 }
 
-// publish calls the publisher, turning a panic into an error.
-func (e *Engine) publish(topic string, msg *message.Message) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("postrelay: publisher panicked: %v\n%s", r, debug.Stack())
-		}
-	}()
-	return e.publisher.Publish(topic, msg)
-}
-
 // Run relays until ctx is cancelled, then stops gracefully: partition actors
 // complete what they published, leases are released at once, and Run
 // returns nil. It returns an error at once if the schema is not migrated to
-// this binary's version or the database is unreachable. An engine runs once.
+// this binary's version or the database is unreachable, unless ctx was
+// cancelled meanwhile: a Run cancelled during start-up returns nil too. An
+// engine runs once: a second Run returns ErrEngineStarted.
 func (e *Engine) Run(ctx context.Context) error {
-	if !e.running.CompareAndSwap(false, true) {
-		return ErrEngineRunning
+	if !e.started.CompareAndSwap(false, true) {
+		return ErrEngineStarted
 	}
 	defer e.hub.close()
-	if err := checkVersion(ctx, e.pool, e.cfg); err != nil {
-		return err
-	}
-	n, err := readPartitions(ctx, e.pool, e.cfg)
+	cfg := e.cfg
+	st, err := openStore(ctx, e.pool, cfg)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // cancelled during start-up: a clean end, as later
+		}
 		return err
 	}
-	e.partitions = n
-	hot, err := openHotPool(ctx, e.pool, e.store.sqlFetch, e.store.sqlComplete, e.store.sqlTail)
-	if err != nil {
-		return err
-	}
-	defer hot.Close()
-	e.store.hot = hot
-	e.wakers = make([]*actors.Waker, n)
-	for i := range e.wakers {
-		e.wakers[i] = actors.NewWaker()
-	}
+	defer st.close()
 
-	supCfg := actors.SupervisorConfig{
-		Logger:      e.cfg.Logger,
-		StopTimeout: e.cfg.StopTimeout,
-		OnEvent: func(ae actors.Event) {
-			if ae.Kind == actors.EventRestarting {
-				e.emit(Event{Kind: EventActorRestarted, Time: ae.Time, Instance: e.cfg.InstanceID, Err: ae.Err})
-			}
-		},
-	}
-	partSup, err := actors.NewSupervisor(supCfg)
-	if err != nil {
-		return err
-	}
-	sup, err := actors.NewSupervisor(supCfg)
-	if err != nil {
-		return err
-	}
-	runCtx, cancel := context.WithCancelCause(ctx)
+	// The actors stop with cause ErrShutdown when ctx ends.
+	runCtx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
 	defer cancel(ErrShutdown)
+	stopOnCancel := context.AfterFunc(ctx, func() { cancel(ErrShutdown) })
+	defer stopOnCancel()
 	// Completions are served until every actor has stopped, so that what
 	// was published during the stop is recorded.
 	completeCtx, stopCompletes := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopCompletes()
-	e.batch.open(runCtx, completeCtx)
+	batch := newBatcher(st, cfg.InstanceID, cfg.StopTimeout)
+	batch.open(runCtx, completeCtx)
 
-	if !e.cfg.DisableNotify {
-		t := &tail{e: e, waker: actors.NewWaker()}
-		sup.Spawn(runCtx, "tail", t)
-		sup.Spawn(runCtx, "listener", &listener{e: e, tail: t.waker})
+	wakers := make([]*actors.Waker, st.partitions)
+	for i := range wakers {
+		wakers[i] = actors.NewWaker()
 	}
-	coord := newCoordinator(e, partSup)
-	ref := sup.Spawn(runCtx, "coordinator", coord)
+	owned := &ownedPartitions{}
+	supCfg := actors.SupervisorConfig{
+		Logger:      cfg.Logger,
+		StopTimeout: cfg.StopTimeout,
+		OnEvent: func(ae actors.Event) {
+			if ae.Kind == actors.EventRestarting {
+				e.emit(Event{Kind: EventActorRestarted, Time: ae.Time, Instance: cfg.InstanceID, Err: ae.Err})
+			}
+		},
+	}
+	partitions := &partitionDeps{
+		cfg:       partitionConfigFrom(cfg),
+		batch:     batch,
+		leases:    st,
+		publish:   safePublisher{e.publisher}.publish,
+		emit:      e.emit,
+		fastSlots: make(chan struct{}, fastSlotsFor(runtime.GOMAXPROCS(0))),
+	}
+	if cfg.MaxInFlight > 0 {
+		partitions.inFlight = make(chan struct{}, cfg.MaxInFlight)
+	}
+	coord := coordinatorDeps{
+		cfg:        coordinatorConfigFrom(cfg),
+		store:      st,
+		partitions: st.partitions,
+		emit:       e.emit,
+		supervisor: supCfg,
+		partition:  partitions,
+		wakers:     wakers,
+		owned:      owned,
+	}
 
-	<-ctx.Done()
-	cancel(ErrShutdown)
-	stopErr := ref.Stop(2 * e.cfg.StopTimeout) // the coordinator stops its actors, releases
-	if err := sup.Stop(e.cfg.StopTimeout); err != nil && stopErr == nil {
-		stopErr = err
+	// The root stops its children at once on the way out; the coordinator
+	// needs a StopTimeout to stop its partition actors and another to
+	// release their leases.
+	rootCfg := supCfg
+	rootCfg.StopTimeout = 2 * cfg.StopTimeout
+	root, err := actors.NewSupervisor(rootCfg)
+	if err != nil {
+		return err
 	}
-	e.wg.Wait()
-	if stopErr != nil && !errors.Is(stopErr, actors.ErrStopped) {
+	td := tailDeps{interval: cfg.TailInterval, store: st, wakers: wakers, owned: owned, waker: actors.NewWaker()}
+	root.SpawnFactory(runCtx, "tail", func() actors.Actor { return newTail(td) })
+	if !cfg.DisableNotify {
+		root.Spawn(runCtx, "listener", &listener{d: listenerDeps{
+			connConfig: e.pool.Config().ConnConfig, channel: cfg.NotifyChannel(), wakers: wakers, tail: td.waker,
+		}})
+	}
+	root.SpawnFactory(runCtx, "coordinator", func() actors.Actor { return newCoordinator(coord) })
+
+	if stopErr := root.Serve(runCtx); stopErr != nil && !errors.Is(stopErr, actors.ErrStopped) {
 		return fmt.Errorf("postrelay: engine stop: %w", stopErr)
 	}
 	return nil

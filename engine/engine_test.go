@@ -192,7 +192,13 @@ func TestPoisonRecordIsRetriedThenDeadLetteredWhileOthersFlow(t *testing.T) {
 func TestDelayedRecordWaitsAndHoldsItsKey(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	start(t, b, b.cfg, b.pub)
+	r := start(t, b, b.cfg, b.pub)
+	// Write once the engine holds its partitions: written earlier, with a
+	// start-up longer than the delay both records would be due at once and
+	// their order up to the scheduler.
+	for range b.cfg.Partitions {
+		r.waitEvent(t, 10*time.Second, func(e engine.Event) bool { return e.Kind == engine.EventLeaseAcquired })
+	}
 	const delay = 700 * time.Millisecond
 	written := time.Now()
 	writeTx(t, b, true,
@@ -367,9 +373,10 @@ func TestBadInputGetsClearErrors(t *testing.T) {
 	err = engine.NewWriter(small).Write(ctx, tx, engine.Record{Topic: "t", Payload: make([]byte, 11)})
 	require.ErrorContains(t, err, "payload is 11 bytes, more than MaxPayloadBytes (10)")
 
-	err = b.writer.Write(ctx, "not a tx", rec("t", "k", 1))
+	var noTx pgx.Tx // a wrong type no longer compiles; nil is refused
+	err = b.writer.Write(ctx, noTx, rec("t", "k", 1))
 	require.ErrorIs(t, err, engine.ErrUnsupportedTx)
-	require.ErrorContains(t, err, "string")
+	require.ErrorContains(t, err, "tx is nil")
 
 	bad := b.cfg
 	bad.Schema = "Robert'); DROP TABLE students;--"

@@ -28,12 +28,14 @@ var (
 	// ErrInvalidRecord wraps every error about a record passed to Writer.Write.
 	ErrInvalidRecord = errors.New("postrelay: invalid record")
 
-	// ErrUnsupportedTx is returned by Writer.Write for a transaction type it
-	// cannot write through.
+	// ErrUnsupportedTx is returned by Writer.Write for a nil transaction
+	// (the compiler refuses any other type but Tx).
 	ErrUnsupportedTx = errors.New("postrelay: unsupported transaction type")
 
-	// ErrEngineRunning is returned by Run when the engine is already running.
-	ErrEngineRunning = errors.New("postrelay: engine already running")
+	// ErrEngineStarted is returned by a second call of Run, whether the
+	// first is still running or has returned: an engine runs once; create
+	// another with New to run again.
+	ErrEngineStarted = errors.New("postrelay: engine already started (an engine runs once; create another with New)")
 
 	// ErrShutdown is the cancel cause an engine gives its actors on a
 	// graceful stop.

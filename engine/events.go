@@ -80,35 +80,71 @@ type Event struct {
 	Lag      time.Duration
 
 	Count int // records in a batch, or live instances
+
+	// leaseUntil is the local lease deadline of the lease events a
+	// partition actor applies to its own state (see partitionState).
+	leaseUntil time.Time
 }
 
 // eventHub fans events out to subscribers without ever blocking the sender.
 type eventHub struct {
 	mu      sync.Mutex
-	subs    []chan Event
+	subs    []*subscription
 	closed  bool
 	buffer  int
 	dropped atomic.Int64
 }
 
-func (h *eventHub) subscribe() <-chan Event {
+// subscription is one Events channel and the kinds it wants.
+type subscription struct {
+	ch    chan Event
+	kinds uint64 // bit k set: kind k wanted; 0: every kind
+}
+
+func (s *subscription) wants(k EventKind) bool {
+	return s.kinds == 0 || (k < 64 && s.kinds&(1<<k) != 0)
+}
+
+// subscribe returns a new subscription's channel and the function that ends
+// it (idempotent; it closes the channel).
+func (h *eventHub) subscribe(kinds []EventKind) (<-chan Event, func()) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	ch := make(chan Event, h.buffer)
-	if h.closed {
-		close(ch)
-		return ch
+	sub := &subscription{ch: make(chan Event, h.buffer)}
+	for _, k := range kinds {
+		if k < 64 {
+			sub.kinds |= 1 << k
+		}
 	}
-	h.subs = append(h.subs, ch)
-	return ch
+	if h.closed {
+		close(sub.ch)
+		return sub.ch, func() {}
+	}
+	h.subs = append(h.subs, sub)
+	return sub.ch, func() { h.unsubscribe(sub) }
+}
+
+func (h *eventHub) unsubscribe(sub *subscription) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for i, s := range h.subs {
+		if s == sub {
+			h.subs = append(h.subs[:i], h.subs[i+1:]...)
+			close(sub.ch)
+			return
+		}
+	}
 }
 
 func (h *eventHub) emit(e Event) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for _, ch := range h.subs {
+	for _, s := range h.subs {
+		if !s.wants(e.Kind) {
+			continue
+		}
 		select {
-		case ch <- e:
+		case s.ch <- e:
 		default:
 			h.dropped.Add(1)
 		}
@@ -122,8 +158,8 @@ func (h *eventHub) close() {
 		return
 	}
 	h.closed = true
-	for _, ch := range h.subs {
-		close(ch)
+	for _, s := range h.subs {
+		close(s.ch)
 	}
 	h.subs = nil
 }

@@ -3,7 +3,6 @@ package engine
 import (
 	"context"
 	"embed"
-	"errors"
 	"fmt"
 	"io/fs"
 	"sort"
@@ -95,22 +94,17 @@ func Migrate(ctx context.Context, db Beginner, cfg Config) error {
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 
-	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtext('postrelay.migrate'), hashtext($1))", cfg.Schema); err != nil {
+	q := newSchemaSQL(cfg)
+	if _, err := tx.Exec(ctx, q.lock, cfg.Schema); err != nil {
 		return fmt.Errorf("postrelay: migrate schema %q: lock: %w", cfg.Schema, err)
 	}
-	schema := pgx.Identifier{cfg.Schema}.Sanitize()
-	stmts := []string{
-		"CREATE SCHEMA IF NOT EXISTS " + schema,
-		"CREATE TABLE IF NOT EXISTS " + cfg.ident("schema_migrations") +
-			" (version int PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
-	}
-	for _, s := range stmts {
+	for _, s := range []string{q.createSchema, q.createMigrations} {
 		if _, err := tx.Exec(ctx, s); err != nil {
 			return fmt.Errorf("postrelay: migrate schema %q: %w", cfg.Schema, err)
 		}
 	}
 	var current int
-	if err := tx.QueryRow(ctx, "SELECT coalesce(max(version), 0) FROM "+cfg.ident("schema_migrations")).Scan(&current); err != nil {
+	if err := tx.QueryRow(ctx, q.version).Scan(&current); err != nil {
 		return fmt.Errorf("postrelay: migrate schema %q: read version: %w", cfg.Schema, err)
 	}
 	if known := SchemaVersion(); current > known {
@@ -132,54 +126,12 @@ func Migrate(ctx context.Context, db Beginner, cfg Config) error {
 		if _, err := tx.Exec(ctx, m.Render(cfg)); err != nil {
 			return fmt.Errorf("postrelay: migrate schema %q: apply %s: %w", cfg.Schema, m.Name, err)
 		}
-		if _, err := tx.Exec(ctx, "INSERT INTO "+cfg.ident("schema_migrations")+" (version, name) VALUES ($1, $2)", m.Version, m.Name); err != nil {
+		if _, err := tx.Exec(ctx, q.recordMigration, m.Version, m.Name); err != nil {
 			return fmt.Errorf("postrelay: migrate schema %q: record %s: %w", cfg.Schema, m.Name, err)
 		}
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("postrelay: migrate schema %q: commit: %w", cfg.Schema, err)
-	}
-	return nil
-}
-
-// readPartitions reads the partition count fixed at creation.
-func readPartitions(ctx context.Context, q Execer, cfg Config) (int, error) {
-	var v string
-	err := q.QueryRow(ctx, "SELECT value FROM "+cfg.ident("meta")+" WHERE key = 'partitions'").Scan(&v)
-	if err != nil {
-		var pgErr *pgconn.PgError
-		if errors.Is(err, pgx.ErrNoRows) || (errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000")) {
-			return 0, fmt.Errorf("%w: schema %q (run `postrelay migrate` or engine.Migrate)", ErrNotMigrated, cfg.Schema)
-		}
-		return 0, fmt.Errorf("postrelay: read partition count of schema %q: %w", cfg.Schema, err)
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < 1 || n > PartitionsMax {
-		return 0, fmt.Errorf("postrelay: schema %q has an invalid partition count %q", cfg.Schema, v)
-	}
-	return n, nil
-}
-
-// checkVersion returns an error unless the schema is migrated to exactly the
-// version this binary knows.
-func checkVersion(ctx context.Context, q Execer, cfg Config) error {
-	var current int
-	err := q.QueryRow(ctx, "SELECT coalesce(max(version), 0) FROM "+cfg.ident("schema_migrations")).Scan(&current)
-	if err != nil {
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000") {
-			return fmt.Errorf("%w: schema %q (run `postrelay migrate` or engine.Migrate)", ErrNotMigrated, cfg.Schema)
-		}
-		return fmt.Errorf("postrelay: read schema version of %q: %w", cfg.Schema, err)
-	}
-	known := SchemaVersion()
-	switch {
-	case current == 0:
-		return fmt.Errorf("%w: schema %q (run `postrelay migrate` or engine.Migrate)", ErrNotMigrated, cfg.Schema)
-	case current > known:
-		return fmt.Errorf("%w: schema %q is at version %d, this binary knows up to %d", ErrSchemaTooNew, cfg.Schema, current, known)
-	case current < known:
-		return fmt.Errorf("%w: schema %q is at version %d, this binary needs %d (run `postrelay migrate`)", ErrNotMigrated, cfg.Schema, current, known)
 	}
 	return nil
 }

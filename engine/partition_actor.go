@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -14,81 +16,171 @@ import (
 	"github.com/postrelay/postrelay/actors"
 )
 
-// leaseMsg is a control message from the coordinator to a partition actor.
+// A partition actor relays one partition this instance holds a lease on.
+// The coordinator starts one per lease it acquires, bound to the lease's
+// epoch, and tells it of renewals and losses (leaseMsg); everything else it
+// uses comes in partitionDeps. Its loop:
+//
+//	read the lease from the partitions row (loadLease), then until it is lost:
+//	  fetch a batch (batcher → store.sqlFetch)
+//	  publish it: in id order, or keys in parallel for a slow broker; a failed
+//	    record holds back the later records of its key
+//	  complete it in one statement fenced by the lease (store.sqlComplete)
+//	  apply and emit the outcomes once that committed
+//	  sleep until woken (waker), told about the lease (mailbox), the next held
+//	    record or retry is due, or PollInterval passed
+//
+// Its state is partitionState, changed only by apply.
+
+// partitionConfig is the part of Config a partition actor reads.
+type partitionConfig struct {
+	instance           string
+	batchSize          int
+	pollInterval       time.Duration
+	publishConcurrency int
+	publishTimeout     time.Duration
+	stopTimeout        time.Duration
+	maxAttempts        int
+	retryDelay         func(attempt int) time.Duration
+	logger             *slog.Logger
+	observer           Observer
+}
+
+func partitionConfigFrom(c Config) partitionConfig {
+	return partitionConfig{
+		instance:           c.InstanceID,
+		batchSize:          c.BatchSize,
+		pollInterval:       c.PollInterval,
+		publishConcurrency: c.PublishConcurrency,
+		publishTimeout:     c.PublishTimeout,
+		stopTimeout:        c.StopTimeout,
+		maxAttempts:        c.MaxAttempts,
+		retryDelay:         c.retryDelay,
+		logger:             c.Logger,
+		observer:           c.Observer,
+	}
+}
+
+// partitionDeps is what every partition actor uses, built once by
+// Engine.Run and shared by all of them.
+type partitionDeps struct {
+	cfg partitionConfig
+	// batch fetches and completes batches through shared statements.
+	batch *batcher
+	// leases reads a partition's lease when an actor starts.
+	leases *store
+	// publish publishes one message (safePublisher.publish).
+	publish func(topic string, msg *message.Message) error
+	// emit hands an event to Engine.Events and the Observer.
+	emit func(Event)
+	// fastSlots bounds the batches in flight for a fast broker.
+	fastSlots chan struct{}
+	// inFlight bounds the Publish calls in flight (Config.MaxInFlight); nil
+	// means no bound.
+	inFlight chan struct{}
+}
+
+// safePublisher calls a publisher, turning a panic into an error.
+type safePublisher struct{ p message.Publisher }
+
+func (s safePublisher) publish(topic string, msg *message.Message) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("postrelay: publisher panicked: %v\n%s", r, debug.Stack())
+		}
+	}()
+	return s.p.Publish(topic, msg)
+}
+
+// leaseMsg is what the coordinator tells a partition actor about its lease:
+// renewed until deadline (the local time the renewal was sent plus the TTL;
+// the database set lease_until from a later now()), or lost (the renewal
+// found it taken or reset). Both are facts the database already holds.
 type leaseMsg struct {
-	// deadline is the local time until which the lease is surely valid: the
-	// time the renewal was sent plus the TTL (the database set lease_until
-	// from a later now()).
 	deadline time.Time
 	lost     bool
 }
 
-// partitionState is what a partition actor knows. It changes only through
-// apply, with events whose durable change is already in PostgreSQL, and it is
-// rebuilt from the lease and the records table on every start.
+// Kinds of the events a partition actor applies to its state but does not
+// emit: they say nothing a subscriber or a metric needs.
+const (
+	// eventLeaseRenewed: the coordinator renewed the lease until
+	// Event.leaseUntil.
+	eventLeaseRenewed EventKind = 128 + iota
+	// eventBatchCompleted: a batch's completion committed and its outcomes
+	// were applied.
+	eventBatchCompleted
+)
+
+// partitionState is what a partition actor knows. It changes only in apply,
+// by events whose fact is already in PostgreSQL (a lease read or renewed, a
+// lease found lost by a renewal or a fenced statement, a batch's outcomes
+// once its completion committed), and it is rebuilt on every start: a
+// (re)started actor is a new value that reads its lease from the
+// partitions row before anything else.
 type partitionState struct {
-	epoch         int64
-	leaseDeadline time.Time
-	lost          bool
-	delivered     int64
-	failed        int64
-	deadLettered  int64
-}
-
-func (s *partitionState) apply(e Event) {
-	switch e.Kind {
-	case EventLeaseAcquired:
-		s.epoch = e.Epoch
-	case EventLeaseLost:
-		s.lost = true
-	case EventDelivered:
-		s.delivered++
-	case EventFailed:
-		s.failed++
-	case EventDeadLettered:
-		s.deadLettered++
-	}
-}
-
-// partitionActor relays one owned partition: fetch in id order, publish,
-// complete in one fenced statement.
-type partitionActor struct {
-	e       *Engine
-	p       int
-	mailbox *actors.Mailbox[leaseMsg]
-	waker   *actors.Waker
-	st      partitionState
-
-	done completion
-	// pending holds the events of the batch in flight; they are applied and
-	// emitted once the batch's completion is committed.
-	pending []Event
-	// publishEWMA is a moving average of the fastest Publish call of each
-	// batch: the broker's own round trip (see publishEstimate).
-	publishEWMA time.Duration
+	// epoch is the lease epoch the actor is bound to.
+	epoch int64
+	// held says the lease is ours; false once it is known lost.
+	held bool
+	// deadline is the local time until which the lease is surely valid.
+	deadline time.Time
 	// nextRetry is the shortest retry backoff the last batch scheduled.
 	nextRetry time.Duration
-	// nextHeld is how long after the last fetch the partition's next held
-	// record (delayed or backing off) becomes available; hasHeld says
-	// there was one.
-	nextHeld time.Duration
-	hasHeld  bool
+	// batchFastest is the fastest Publish call among the outcomes applied
+	// since the batch was fetched.
+	batchFastest time.Duration
+	// publishEstimate is a moving average of each batch's fastest Publish
+	// call: the broker's own round trip (see publishEstimate).
+	publishEstimate time.Duration
 }
 
-// parallelPublishThreshold is the average publish duration from which a
-// partition publishes several keys at once.
-const parallelPublishThreshold = 200 * time.Microsecond
+// newPartitionState is the state before the lease is read: not held, and a
+// network broker assumed until publishes are measured.
+func newPartitionState(epoch int64) partitionState {
+	return partitionState{epoch: epoch, publishEstimate: parallelPublishThreshold}
+}
 
-// observePublishTimes folds the batch's fastest publish into publishEWMA.
-func (a *partitionActor) observePublishTimes() {
-	var fastest time.Duration
-	for _, e := range a.pending {
-		if e.Duration > 0 && (fastest == 0 || e.Duration < fastest) {
-			fastest = e.Duration
+// apply changes the state by one event. Events of another epoch do not
+// apply.
+func (s *partitionState) apply(e Event) {
+	switch e.Kind {
+	case EventLeaseAcquired: // read from the partitions row at start
+		if e.Epoch == s.epoch {
+			s.held, s.deadline = true, e.leaseUntil
 		}
+	case eventLeaseRenewed:
+		if s.held && e.Epoch == s.epoch && e.leaseUntil.After(s.deadline) {
+			s.deadline = e.leaseUntil
+		}
+	case EventLeaseLost:
+		if e.Epoch == s.epoch {
+			s.held = false
+		}
+	case EventBatchFetched:
+		s.nextRetry, s.batchFastest = 0, 0
+	case EventDelivered, EventFailed, EventDeadLettered:
+		if e.Duration > 0 && (s.batchFastest == 0 || e.Duration < s.batchFastest) {
+			s.batchFastest = e.Duration
+		}
+		if e.Kind == EventFailed {
+			if d := max(e.Delay, time.Millisecond); s.nextRetry == 0 || d < s.nextRetry {
+				s.nextRetry = d
+			}
+		}
+	case eventBatchCompleted:
+		s.publishEstimate = publishEstimate(s.publishEstimate, s.batchFastest)
 	}
-	a.publishEWMA = publishEstimate(a.publishEWMA, fastest)
 }
+
+// leaseValid says whether the actor may publish now.
+func (s *partitionState) leaseValid(now time.Time) bool {
+	return s.held && now.Before(s.deadline)
+}
+
+// parallelPublishThreshold is the publish estimate from which a partition
+// publishes several keys at once.
+const parallelPublishThreshold = 200 * time.Microsecond
 
 // publishEstimate folds a batch's fastest Publish call (0: none measured)
 // into the moving estimate prev of the broker's round trip. The fastest
@@ -104,46 +196,73 @@ func publishEstimate(prev, fastest time.Duration) time.Duration {
 	return (prev*3 + fastest) / 4
 }
 
-func newPartitionActor(e *Engine, p int, epoch int64, deadline time.Time) *partitionActor {
-	a := &partitionActor{
-		e:       e,
-		p:       p,
-		mailbox: actors.NewMailbox[leaseMsg](1),
-		waker:   e.wakers[p],
-	}
-	a.st.epoch = epoch
-	a.st.leaseDeadline = deadline
-	a.publishEWMA = parallelPublishThreshold // until measured, assume a network broker
-	return a
+// partitionActor relays one owned partition: fetch in id order, publish,
+// complete in one fenced statement. It is bound to one lease epoch; the
+// coordinator starts a new one for every lease it acquires, and the
+// supervisor builds a new one for every restart.
+type partitionActor struct {
+	d       *partitionDeps
+	p       int
+	mailbox *actors.Mailbox[leaseMsg] // from the coordinator
+	waker   *actors.Waker             // there may be new records
+	st      partitionState
+
+	done completion
+	// pending holds the events of the batch in flight; they are applied and
+	// emitted once the batch's completion is committed.
+	pending []Event
 }
 
-// Serve runs until the lease is lost or ctx ends. A database error returns
-// it to the supervisor, which restarts it with backoff; the restarted actor
-// rebuilds its state from the database.
+func newPartitionActor(d *partitionDeps, p int, epoch int64, mailbox *actors.Mailbox[leaseMsg], waker *actors.Waker) *partitionActor {
+	return &partitionActor{d: d, p: p, mailbox: mailbox, waker: waker, st: newPartitionState(epoch)}
+}
+
+// apply applies an event to the actor's state.
+func (a *partitionActor) apply(e Event) { a.st.apply(e) }
+
+// lostErr is what Serve returns once the lease is lost: the actor ends for
+// good, and the coordinator learns it from the exit.
+func lostErr(cause error) error {
+	if cause == nil {
+		cause = ErrLeaseLost
+	}
+	return fmt.Errorf("%w: %w", actors.ErrDoNotRestart, cause)
+}
+
+// Serve reads the lease, then relays until the lease is lost or ctx ends.
+// A database error returns it to the supervisor, which starts a new actor
+// after a backoff; that one reads the lease again.
 func (a *partitionActor) Serve(ctx context.Context) error {
-	log := a.e.cfg.Logger.With("partition", a.p, "epoch", a.st.epoch)
+	if err := a.loadLease(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	log := a.d.cfg.logger.With("partition", a.p, "epoch", a.st.epoch)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	<-timer.C
 	for {
 		a.drainMailbox()
-		if a.st.lost {
-			return fmt.Errorf("%w: %w", actors.ErrDoNotRestart, ErrLeaseLost)
+		if !a.st.held {
+			return lostErr(nil)
 		}
 		if ctx.Err() != nil {
 			return nil
 		}
 		var wait time.Duration
-		if !a.leaseValid() {
+		if !a.st.leaseValid(time.Now()) {
 			// The lease may have expired locally while the coordinator
 			// could not renew it: publish nothing until it is renewed.
-			wait = a.e.cfg.PollInterval
+			wait = a.d.cfg.pollInterval
 		} else {
-			n, err := a.runBatch(ctx)
+			res, err := a.runBatch(ctx)
 			if err != nil {
 				if errors.Is(err, ErrLeaseLost) {
-					a.lose(err)
-					return fmt.Errorf("%w: %w", actors.ErrDoNotRestart, err)
+					log.Warn("postrelay: partition lease lost, stopping without committing", "error", err)
+					a.apply(a.leaseEvent(EventLeaseLost))
+					return lostErr(err)
 				}
 				if ctx.Err() != nil || errors.Is(err, ErrShutdown) {
 					return nil // stopping: the coordinator stops this actor next
@@ -151,16 +270,16 @@ func (a *partitionActor) Serve(ctx context.Context) error {
 				log.Warn("postrelay: partition batch failed", "error", err)
 				return err
 			}
-			if n == a.e.cfg.BatchSize {
+			if res.n == a.d.cfg.batchSize {
 				continue // a full batch: more is waiting
 			}
-			wait = a.e.cfg.PollInterval
-			if d, ok := a.nextHeld, a.hasHeld; ok && d < wait {
+			wait = a.d.cfg.pollInterval
+			if d := res.nextHeld; res.hasHeld && d < wait {
 				// Be back when the next held record (delay or backoff)
 				// becomes available, if that is sooner than the poll.
 				wait = max(d, time.Millisecond)
 			}
-			if d := a.nextRetry; d > 0 && d < wait {
+			if d := a.st.nextRetry; d > 0 && d < wait {
 				wait = d // this batch scheduled a retry: be back for it
 			}
 		}
@@ -181,60 +300,75 @@ func (a *partitionActor) Serve(ctx context.Context) error {
 	}
 }
 
+// loadLease rebuilds the lease state from the partitions row: held with
+// the actor's epoch, until the local time the read was sent plus what the
+// database says is left (its now() is later: a safe deadline); or lost if
+// the row names another owner or epoch.
+func (a *partitionActor) loadLease(ctx context.Context) error {
+	sent := time.Now()
+	l, err := a.d.leases.readLease(ctx, a.p)
+	if err != nil {
+		return fmt.Errorf("postrelay: partition %d: read lease: %w", a.p, err)
+	}
+	e := a.leaseEvent(EventLeaseAcquired)
+	if l.owner != a.d.cfg.instance || l.epoch != a.st.epoch {
+		e.Kind = EventLeaseLost
+	}
+	e.leaseUntil = sent.Add(l.remaining)
+	a.apply(e)
+	return nil
+}
+
+// drainMailbox applies what the coordinator said about the lease.
 func (a *partitionActor) drainMailbox() {
-	for {
-		m, ok := a.mailbox.TryReceive()
-		if !ok {
-			return
-		}
+	for m, ok := a.mailbox.TryReceive(); ok; m, ok = a.mailbox.TryReceive() {
+		e := a.leaseEvent(eventLeaseRenewed)
 		if m.lost {
-			a.st.lost = true
-			continue
+			e.Kind = EventLeaseLost
 		}
-		if m.deadline.After(a.st.leaseDeadline) {
-			a.st.leaseDeadline = m.deadline
-		}
+		e.leaseUntil = m.deadline
+		a.apply(e)
 	}
 }
 
-func (a *partitionActor) leaseValid() bool {
-	return !a.st.lost && time.Now().Before(a.st.leaseDeadline)
+// leaseEvent returns an event of kind about this actor's lease.
+func (a *partitionActor) leaseEvent(kind EventKind) Event {
+	return Event{Kind: kind, Time: time.Now(), Instance: a.d.cfg.instance, Partition: a.p, Epoch: a.st.epoch}
 }
 
-func (a *partitionActor) lose(err error) {
-	a.e.cfg.Logger.Warn("postrelay: partition lease lost, stopping without committing", "partition", a.p, "epoch", a.st.epoch, "error", err)
-	e := a.event(EventLeaseLost)
-	e.Err = err
-	a.st.apply(e) // the coordinator emits the event when the actor exits
+// batchResult is what a batch tells the actor about when to look again.
+type batchResult struct {
+	n int // records fetched
+	// nextHeld is how long after the fetch the partition's next held record
+	// (delayed or backing off) becomes available; hasHeld says there was
+	// one.
+	nextHeld time.Duration
+	hasHeld  bool
 }
 
-func (a *partitionActor) event(kind EventKind) Event {
-	return Event{Kind: kind, Time: time.Now(), Instance: a.e.cfg.InstanceID, Partition: a.p, Epoch: a.st.epoch}
-}
-
-// runBatch fetches, publishes and completes one batch and returns how many
-// records it fetched.
-func (a *partitionActor) runBatch(ctx context.Context) (int, error) {
+// runBatch fetches, publishes and completes one batch, then applies and
+// emits its outcomes.
+func (a *partitionActor) runBatch(ctx context.Context) (batchResult, error) {
 	// With a fast broker the work is database- and CPU-bound: a few batches
 	// in flight at a time keep the cores busy, more only contend (and hold
 	// more records in memory). Partitions of a slow broker are not limited:
 	// their batches wait on the network.
-	if a.publishEWMA < parallelPublishThreshold {
+	if a.st.publishEstimate < parallelPublishThreshold {
 		select {
-		case a.e.fastSlots <- struct{}{}:
-			defer func() { <-a.e.fastSlots }()
+		case a.d.fastSlots <- struct{}{}:
+			defer func() { <-a.d.fastSlots }()
 		case <-ctx.Done():
-			return 0, nil
+			return batchResult{}, nil
 		}
 	}
-	res, err := a.e.batch.fetchBatch(ctx, a.p, a.e.cfg.BatchSize)
+	res, err := a.d.batch.fetchBatch(ctx, a.p, a.d.cfg.batchSize)
 	if err != nil {
-		return 0, fmt.Errorf("postrelay: partition %d: fetch: %w", a.p, err)
+		return batchResult{}, fmt.Errorf("postrelay: partition %d: fetch: %w", a.p, err)
 	}
-	a.nextHeld, a.hasHeld = res.nextHeld, res.hasHeld
+	out := batchResult{n: len(res.batch), nextHeld: res.nextHeld, hasHeld: res.hasHeld}
 	batch := res.batch
 	if len(batch) == 0 {
-		return 0, nil
+		return out, nil
 	}
 	// Drop the batch's payloads and events once done, so that an idle
 	// partition holds no records in memory.
@@ -243,40 +377,41 @@ func (a *partitionActor) runBatch(ctx context.Context) (int, error) {
 		a.pending = a.pending[:0]
 	}()
 	fetchedAt := time.Now()
-	fe := a.event(EventBatchFetched)
+	fe := a.leaseEvent(EventBatchFetched)
 	fe.Count = len(batch)
-	a.e.emit(fe)
+	a.apply(fe)
+	a.d.emit(fe)
 
 	a.done.reset()
 	a.pending = a.pending[:0]
-	a.nextRetry = 0
 	// Publishing keys in parallel pays off only when a publish waits on the
 	// network; for a broker that answers in microseconds the goroutines
 	// cost more than they save.
-	if a.e.cfg.PublishConcurrency == 1 || a.publishEWMA < parallelPublishThreshold {
+	if a.d.cfg.publishConcurrency == 1 || a.st.publishEstimate < parallelPublishThreshold {
 		a.publishSequential(ctx, batch, fetchedAt)
 	} else if lanes := a.lanes(batch); len(lanes) <= 1 {
 		a.publishSequential(ctx, batch, fetchedAt)
 	} else {
 		a.publishLanes(ctx, batch, lanes, fetchedAt)
 	}
-	a.observePublishTimes()
 	if a.done.empty() {
-		return len(batch), nil
+		return out, nil
 	}
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.e.cfg.StopTimeout)
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.d.cfg.stopTimeout)
 	defer cancel()
-	if err := a.e.batch.completeBatch(cctx, a.p, a.st.epoch, &a.done); err != nil {
+	if err := a.d.batch.completeBatch(cctx, a.p, a.st.epoch, &a.done); err != nil {
 		if errors.Is(err, ErrLeaseLost) {
-			return len(batch), err
+			return out, err
 		}
-		return len(batch), fmt.Errorf("postrelay: partition %d: complete batch: %w", a.p, err)
+		return out, fmt.Errorf("postrelay: partition %d: complete batch: %w", a.p, err)
 	}
+	// Committed: the outcomes are facts now.
 	for _, e := range a.pending {
-		a.st.apply(e)
-		a.e.emit(e)
+		a.apply(e)
+		a.d.emit(e)
 	}
-	return len(batch), nil
+	a.apply(a.leaseEvent(eventBatchCompleted))
+	return out, nil
 }
 
 // publishSequential publishes the batch in id order on this goroutine,
@@ -289,7 +424,7 @@ func (a *partitionActor) publishSequential(ctx context.Context, batch []fetched,
 			return // stopping: complete what was published
 		}
 		a.drainMailbox()
-		if !a.leaseValid() {
+		if !a.st.leaseValid(time.Now()) {
 			return
 		}
 		if _, ok := blocked[r.key]; ok {
@@ -309,7 +444,7 @@ func (a *partitionActor) publishSequential(ctx context.Context, batch []fetched,
 // lanes groups the batch's record indexes by key, in id order within a lane
 // and lanes in the order of their first record.
 func (a *partitionActor) lanes(batch []fetched) [][]int {
-	if a.e.cfg.PublishConcurrency == 1 {
+	if a.d.cfg.publishConcurrency == 1 {
 		return nil
 	}
 	byKey := make(map[string]int, 16)
@@ -332,7 +467,7 @@ func (a *partitionActor) lanes(batch []fetched) [][]int {
 // reading its mailbox meanwhile, so lease renewals and losses are seen.
 func (a *partitionActor) publishLanes(ctx context.Context, batch []fetched, lanes [][]int, fetchedAt time.Time) {
 	var deadline atomic.Int64
-	deadline.Store(a.st.leaseDeadline.UnixNano())
+	deadline.Store(a.st.deadline.UnixNano())
 	valid := func() bool { return time.Now().UnixNano() < deadline.Load() }
 
 	work := make(chan []int, len(lanes))
@@ -342,7 +477,7 @@ func (a *partitionActor) publishLanes(ctx context.Context, batch []fetched, lane
 	close(work)
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	for range min(a.e.cfg.PublishConcurrency, len(lanes)) {
+	for range min(a.d.cfg.publishConcurrency, len(lanes)) {
 		wg.Go(func() {
 			for lane := range work {
 				for _, i := range lane {
@@ -371,10 +506,10 @@ func (a *partitionActor) publishLanes(ctx context.Context, batch []fetched, lane
 			return
 		case <-a.mailbox.Ready():
 			a.drainMailbox()
-			if a.st.lost {
+			if !a.st.held {
 				deadline.Store(0)
 			} else {
-				deadline.Store(a.st.leaseDeadline.UnixNano())
+				deadline.Store(a.st.deadline.UnixNano())
 			}
 		}
 	}
@@ -396,9 +531,6 @@ func (a *partitionActor) record(o outcome) {
 		a.done.retryIDs = append(a.done.retryIDs, o.ev.RecordID)
 		a.done.retryErrs = append(a.done.retryErrs, o.err)
 		a.done.retryUS = append(a.done.retryUS, o.delay.Microseconds())
-		if a.nextRetry == 0 || o.delay < a.nextRetry {
-			a.nextRetry = max(o.delay, time.Millisecond)
-		}
 	case EventDeadLettered:
 		a.done.deadIDs = append(a.done.deadIDs, o.ev.RecordID)
 		a.done.deadErrs = append(a.done.deadErrs, o.err)
@@ -410,7 +542,7 @@ func (a *partitionActor) record(o outcome) {
 // from several goroutines for records of different keys.
 func (a *partitionActor) deliver(ctx context.Context, r *fetched, fetchedAt time.Time) outcome {
 	attempt := r.attempts + 1
-	ev := Event{Kind: EventDelivered, Time: time.Now(), Instance: a.e.cfg.InstanceID, Partition: a.p, Epoch: a.st.epoch,
+	ev := Event{Kind: EventDelivered, Time: time.Now(), Instance: a.d.cfg.instance, Partition: a.p, Epoch: a.st.epoch,
 		RecordID: r.id, Key: r.key, Topic: r.topic, MessageID: r.messageID, Attempt: attempt}
 
 	if r.mdErr != nil { // cannot be published as it is: dead-letter now
@@ -426,18 +558,18 @@ func (a *partitionActor) deliver(ctx context.Context, r *fetched, fetchedAt time
 	msg := message.NewMessage(r.messageID, r.payload)
 	msg.Metadata = md
 
-	pctx, cancel := context.WithTimeout(ctx, a.e.cfg.PublishTimeout)
+	pctx, cancel := context.WithTimeout(ctx, a.d.cfg.publishTimeout)
 	defer cancel()
 	var finish AttemptFinisher
-	if obs := a.e.cfg.Observer; obs != nil {
+	if obs := a.d.cfg.observer; obs != nil {
 		pctx, finish = obs.StartAttempt(pctx, Attempt{
-			Instance: a.e.cfg.InstanceID, Partition: a.p, RecordID: r.id, Key: r.key, Topic: r.topic,
+			Instance: a.d.cfg.instance, Partition: a.p, RecordID: r.id, Key: r.key, Topic: r.topic,
 			MessageID: r.messageID, Attempt: attempt, CreatedAt: r.createdAt, Metadata: md,
 		}, msg)
 	}
 	msg.SetContext(pctx)
 
-	if sem := a.e.sem; sem != nil {
+	if sem := a.d.inFlight; sem != nil {
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
@@ -449,10 +581,10 @@ func (a *partitionActor) deliver(ctx context.Context, r *fetched, fetchedAt time
 		}
 	}
 	start := time.Now()
-	err := a.e.publish(r.topic, msg)
+	err := a.d.publish(r.topic, msg)
 	ev.Duration = time.Since(start)
-	if a.e.sem != nil {
-		<-a.e.sem
+	if a.d.inFlight != nil {
+		<-a.d.inFlight
 	}
 	ev.Lag = r.age + start.Sub(fetchedAt)
 
@@ -464,14 +596,14 @@ func (a *partitionActor) deliver(ctx context.Context, r *fetched, fetchedAt time
 	}
 	ev.Err = err
 	o := outcome{err: truncateError(err)}
-	if attempt >= a.e.cfg.MaxAttempts {
+	if attempt >= a.d.cfg.maxAttempts {
 		ev.Kind = EventDeadLettered
 		if finish != nil {
 			finish.FinishAttempt(AttemptResult{Outcome: OutcomeDeadLettered, Err: err, Duration: ev.Duration})
 		}
 	} else {
 		ev.Kind = EventFailed
-		ev.Delay = a.e.cfg.retryDelay(attempt)
+		ev.Delay = a.d.cfg.retryDelay(attempt)
 		o.delay = ev.Delay
 		if finish != nil {
 			finish.FinishAttempt(AttemptResult{Outcome: OutcomeRetry, Err: err, Duration: ev.Duration})

@@ -97,12 +97,15 @@ func TestTailPollWakesOnlyOwnedPartitions(t *testing.T) {
 	t.Parallel()
 	pool, _, cfg, st := newTestStore(t, 4)
 	ctx := context.Background()
-	e := &Engine{cfg: cfg, store: st}
+	var wakers []*actors.Waker
 	for range 4 {
-		e.wakers = append(e.wakers, actors.NewWaker())
+		wakers = append(wakers, actors.NewWaker())
 	}
-	tl := &tail{e: e, waker: actors.NewWaker(), announced: make([]int64, 4)}
-	require.NoError(t, tl.poll(ctx), "nothing owned yet")
+	owned := &ownedPartitions{}
+	tl := newTail(tailDeps{interval: cfg.TailInterval, store: st, wakers: wakers, owned: owned, waker: actors.NewWaker()})
+	found, err := tl.poll(ctx)
+	require.NoError(t, err, "nothing owned yet")
+	require.False(t, found, "nothing owned yet")
 
 	tx, err := pool.Begin(ctx)
 	require.NoError(t, err)
@@ -112,16 +115,17 @@ func TestTailPollWakesOnlyOwnedPartitions(t *testing.T) {
 	}
 	require.NoError(t, NewWriter(cfg).Write(ctx, tx, recs...))
 	require.NoError(t, tx.Commit(ctx))
-	for _, w := range e.wakers { // drop wake-ups from before
+	for _, w := range wakers { // drop wake-ups from before
 		select {
 		case <-w.C():
 		default:
 		}
 	}
-	owned := []int32{1, 2}
-	e.owned.Store(&owned)
-	require.NoError(t, tl.poll(ctx))
-	for p, w := range e.wakers {
+	owned.publish([]int32{1, 2})
+	found, err = tl.poll(ctx)
+	require.NoError(t, err)
+	require.True(t, found, "partitions 1 and 2 received records")
+	for p, w := range wakers {
 		woken := false
 		select {
 		case <-w.C():
@@ -129,5 +133,24 @@ func TestTailPollWakesOnlyOwnedPartitions(t *testing.T) {
 		default:
 		}
 		require.Equal(t, p == 1 || p == 2, woken, "partition %d", p)
+	}
+}
+
+func TestNextTailInterval(t *testing.T) {
+	t.Parallel()
+	ms := time.Millisecond
+	for _, tc := range []struct {
+		busy       bool
+		last, tail time.Duration
+		want       time.Duration
+	}{
+		{busy: true, last: 40 * ms, tail: 2 * ms, want: 2 * ms},       // busy: back to TailInterval at once
+		{busy: false, last: 2 * ms, tail: 2 * ms, want: 4 * ms},       // quiet: doubling
+		{busy: false, last: 32 * ms, tail: 2 * ms, want: 50 * ms},     // capped at tailIdleInterval
+		{busy: false, last: 50 * ms, tail: 2 * ms, want: 50 * ms},     // stays there
+		{busy: false, last: 100 * ms, tail: 100 * ms, want: 100 * ms}, // a TailInterval above the cap is kept
+		{busy: true, last: 100 * ms, tail: 100 * ms, want: 100 * ms},
+	} {
+		require.Equal(t, tc.want, nextTailInterval(tc.busy, tc.last, tc.tail), "%+v", tc)
 	}
 }

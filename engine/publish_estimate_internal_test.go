@@ -40,10 +40,11 @@ func TestPublishEstimate(t *testing.T) {
 // The estimate takes the batch's fastest publish, not its mean.
 func TestObservePublishTimesUsesFastestCall(t *testing.T) {
 	t.Parallel()
-	a := &partitionActor{publishEWMA: parallelPublishThreshold}
+	s := newPartitionState(1)
+	s.apply(Event{Kind: EventBatchFetched, Count: 4})
 	for _, d := range []time.Duration{3 * time.Millisecond, 4 * time.Microsecond, 2 * time.Millisecond, 0} {
-		a.pending = append(a.pending, Event{Kind: EventDelivered, Duration: d})
+		s.apply(Event{Kind: EventDelivered, Duration: d})
 	}
-	a.observePublishTimes()
-	require.Equal(t, (parallelPublishThreshold*3+4*time.Microsecond)/4, a.publishEWMA)
+	s.apply(Event{Kind: eventBatchCompleted})
+	require.Equal(t, (parallelPublishThreshold*3+4*time.Microsecond)/4, s.publishEstimate)
 }

@@ -69,7 +69,8 @@ func start(t *testing.T, b *bundle, cfg engine.Config, pub interface {
 	eng, err := engine.New(b.pool, pub, cfg)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{eng: eng, events: eng.Events(), cancel: cancel, done: make(chan error, 1)}
+	events, _ := eng.Events() // closed when Run returns
+	r := &running{eng: eng, events: events, cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- eng.Run(ctx) }()
 	t.Cleanup(func() { require.NoError(t, r.stop()) })
 	return r

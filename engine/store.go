@@ -13,18 +13,31 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// store holds every SQL statement the engine runs. Statements are built once
-// from the validated schema name; values always travel as parameters.
+// The engine's SQL lives in the store files, one per concern, each built
+// once from the validated schema name, values always as parameters:
+//
+//   - store.go: the relay's statements — membership, leases, fetch,
+//     completion, tail — and the delivery pool they run on;
+//   - store_schema.go: around the migrations (migrations/*.sql), the
+//     version check and the partition count (read there only);
+//   - store_admin.go: Admin's status and dead-letter statements.
+//
+// The Writer builds its INSERT, COPY and NOTIFY statements itself
+// (writer.go): their text depends on the row count and is cached there.
+
+// store holds the relay's statements (see above).
 type store struct {
 	pool *pgxpool.Pool
 	// hot runs the statements of the delivery path (fetch, completion,
 	// tail) when set: the engine's own small pool whose sessions use
-	// generic plans (see Engine.Run). Unset, they run on pool.
+	// generic plans (see openHotPool). Unset, they run on pool.
 	hot *pgxpool.Pool
 	cfg Config
+	// partitions is the schema's partition count, read by openStore.
+	partitions int
 
 	sqlHeartbeat, sqlLiveInstances, sqlDeleteInstance, sqlReapInstances string
-	sqlAcquire, sqlRenew, sqlRelease, sqlReleaseAll                     string
+	sqlAcquire, sqlRenew, sqlRelease, sqlReleaseAll, sqlReadLease       string
 	sqlFetch, sqlComplete, sqlTail                                      string
 }
 
@@ -59,6 +72,8 @@ func newStore(pool *pgxpool.Pool, cfg Config) *store {
 		sqlRelease: `UPDATE ` + partitions + ` SET owner = NULL, lease_until = NULL
 			WHERE partition = $1 AND owner = $2 AND epoch = $3`,
 		sqlReleaseAll: `UPDATE ` + partitions + ` SET owner = NULL, lease_until = NULL WHERE owner = $1`,
+		sqlReadLease: `SELECT coalesce(owner, ''), epoch, coalesce(extract(epoch FROM lease_until - now()), 0)::float8
+			FROM ` + partitions + ` WHERE partition = $1`,
 		// Fetch the oldest available records of each requested partition
 		// (one LATERAL branch per partition, each with its own limit),
 		// skipping every record whose key has an earlier record still held
@@ -138,6 +153,32 @@ func newStore(pool *pgxpool.Pool, cfg Config) *store {
 	}
 }
 
+// openStore checks that the schema is migrated to this binary's version,
+// reads its partition count and opens the delivery pool (openHotPool): the
+// store an Engine runs on. close releases the delivery pool.
+func openStore(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*store, error) {
+	if err := checkVersion(ctx, pool, cfg); err != nil {
+		return nil, err
+	}
+	n, err := readPartitions(ctx, pool, cfg)
+	if err != nil {
+		return nil, err
+	}
+	s := newStore(pool, cfg)
+	s.partitions = n
+	if s.hot, err = openHotPool(ctx, pool, s.sqlFetch, s.sqlComplete, s.sqlTail); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// close closes the delivery pool, if open.
+func (s *store) close() {
+	if s.hot != nil {
+		s.hot.Close()
+	}
+}
+
 func micros(d time.Duration) int64 { return d.Microseconds() }
 
 func (s *store) hotPool() *pgxpool.Pool {
@@ -154,21 +195,24 @@ const hotConns = 2*batcherSlots + 1
 // openHotPool returns the engine's own pool for the delivery path: the
 // user's pool configuration (credentials, TLS, hooks) with hotConns
 // connections, all opened before it returns, each with the statements in
-// prepare already prepared (a new connection and its first execution of the
-// completion measured 40-60 ms on a loaded 2-core machine, which the first
-// records after a start waited for). Its sessions set
+// prepare already prepared (a new connection's first completion is slow,
+// and the first records after a start waited for it: bench/README.md, "Warm
+// delivery pool"). Its sessions set
 //
 //   - plan_cache_mode = force_generic_plan. The delivery statements take
 //     array parameters whose values change every call; left to itself
-//     PostgreSQL re-plans them on every execution (about 0.5 ms for the
-//     fetch), which measured 7 % of the machine's CPU per record at 1,500
-//     records/s and doubled the median latency.
+//     PostgreSQL re-plans them on every execution, which cost CPU and
+//     latency (bench/README.md, "Generic plans").
 //   - enable_seqscan = off and enable_bitmapscan = off. Only the engine's
 //     own statements run here, and each is right only on its indexes; a
 //     session keeps the generic plan it built first, usually on an empty
 //     table, where PostgreSQL otherwise chose a sequential scan of the
 //     whole records table for every fetch (see
 //     TestDeliveryPlansStayIndexedWhenPlannedOnAnEmptyTable).
+//   - jit = off. The statements are small; and with enable_seqscan off, a
+//     plan that must scan a relation sequentially (a sequence, say) is
+//     costed above jit_above_cost, and JIT compilation then took 0.4-0.9 s
+//     per execution (measured on the tail probe with a sequence read).
 //   - synchronous_commit = off. A completion then returns once its commit
 //     record is in the WAL buffers, not on disk: the actor does not wait
 //     for a flush per batch, and its flushes stop competing with the
@@ -192,6 +236,7 @@ func openHotPool(ctx context.Context, pool *pgxpool.Pool, prepare ...string) (*p
 	params["enable_seqscan"] = "off"
 	params["enable_bitmapscan"] = "off"
 	params["synchronous_commit"] = "off"
+	params["jit"] = "off"
 	cfg.ConnConfig.RuntimeParams = params
 	userAfterConnect := cfg.AfterConnect
 	cfg.AfterConnect = func(ctx context.Context, conn *pgx.Conn) error {
@@ -287,6 +332,22 @@ func (s *store) renew(ctx context.Context, me string, ttl time.Duration, ps []in
 		return nil
 	})
 	return renewed, err
+}
+
+// lease is a partition's row in the partitions table.
+type lease struct {
+	owner     string        // "" when free
+	epoch     int64         // incremented by every acquisition
+	remaining time.Duration // lease_until - now() on the database clock; 0 or less: expired
+}
+
+// readLease reads partition p's lease.
+func (s *store) readLease(ctx context.Context, p int) (lease, error) {
+	var l lease
+	var sec float64
+	err := s.pool.QueryRow(ctx, s.sqlReadLease, p).Scan(&l.owner, &l.epoch, &sec)
+	l.remaining = time.Duration(sec * float64(time.Second))
+	return l, err
 }
 
 func (s *store) release(ctx context.Context, me string, p int, epoch int64) error {

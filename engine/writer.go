@@ -78,31 +78,56 @@ func NewWriter(cfg Config) *Writer {
 	}
 }
 
-// Write stores records in tx, which must be a pgx.Tx (or anything with pgx's
-// Exec, QueryRow and CopyFrom, such as *pgxpool.Conn) or a *sql.Tx (or
-// anything with ExecContext and QueryRowContext). The records exist if and
-// only if tx commits. Many records at once go in one round trip (COPY from
-// 256 records on pgx). The owning relay is woken by a NOTIFY that PostgreSQL
-// sends only when tx commits.
-func (w *Writer) Write(ctx context.Context, tx any, recs ...Record) error {
+// Tx is the transaction Writer.Write writes through. A pgx.Tx is one (as is
+// anything with pgx's Exec and QueryRow, such as *pgx.Conn or
+// *pgxpool.Conn, which write outside a transaction); SQLTx makes one of a
+// database/sql *sql.Tx. Any other argument is a compile error.
+type Tx interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// SQLTx adapts a database/sql transaction (for instance one of pgx's stdlib
+// driver) to Tx. SQLTx(nil) is a nil Tx, which Write refuses.
+func SQLTx(tx *sql.Tx) Tx {
+	if tx == nil {
+		return nil
+	}
+	return sqlTx{tx}
+}
+
+type sqlTx struct{ tx *sql.Tx }
+
+func (t sqlTx) Exec(ctx context.Context, query string, args ...any) (pgconn.CommandTag, error) {
+	_, err := t.tx.ExecContext(ctx, query, args...)
+	return pgconn.CommandTag{}, err
+}
+
+func (t sqlTx) QueryRow(ctx context.Context, query string, args ...any) pgx.Row {
+	return t.tx.QueryRowContext(ctx, query, args...)
+}
+
+// copier is a Tx that can COPY: pgx.Tx.
+type copier interface {
+	Tx
+	CopyFrom(ctx context.Context, table pgx.Identifier, columns []string, src pgx.CopyFromSource) (int64, error)
+}
+
+// Write stores records in tx (a pgx.Tx, or SQLTx of a *sql.Tx). The records
+// exist if and only if tx commits. Many records at once go in one round trip
+// (COPY from 256 records on pgx). The owning relay is woken by a NOTIFY that
+// PostgreSQL sends only when tx commits.
+func (w *Writer) Write(ctx context.Context, tx Tx, recs ...Record) error {
 	if w.cfgErr != nil {
 		return w.cfgErr
 	}
 	if len(recs) == 0 {
 		return nil
 	}
-	var q querier
-	switch t := tx.(type) {
-	case pgxQuerier:
-		q = pgxAdapter{t}
-	case sqlQuerier:
-		q = sqlAdapter{t}
-	case nil:
+	if tx == nil {
 		return fmt.Errorf("%w: tx is nil", ErrUnsupportedTx)
-	default:
-		return fmt.Errorf("%w: %T (want pgx.Tx or *sql.Tx)", ErrUnsupportedTx, tx)
 	}
-	n, err := w.partitionCount(ctx, q)
+	n, err := w.partitionCount(ctx, tx)
 	if err != nil {
 		return err
 	}
@@ -112,15 +137,15 @@ func (w *Writer) Write(ctx context.Context, tx any, recs ...Record) error {
 			return err
 		}
 	}
-	if p, ok := q.(pgxAdapter); ok && len(rows) >= copyThreshold {
-		if err := w.copy(ctx, p.tx, rows); err != nil {
+	if c, ok := tx.(copier); ok && len(rows) >= copyThreshold {
+		if err := w.copy(ctx, c, rows); err != nil {
 			return err
 		}
-		return w.notify(ctx, q, rows)
+		return w.notify(ctx, tx, rows)
 	}
 	for start := 0; start < len(rows); start += insertChunk {
 		chunk := rows[start:min(start+insertChunk, len(rows))]
-		if err := w.insertRows(ctx, q, chunk); err != nil {
+		if err := w.insertRows(ctx, tx, chunk); err != nil {
 			return err
 		}
 	}
@@ -195,17 +220,13 @@ func (w *Writer) prepare(ctx context.Context, r *Record, out *row, i, partitions
 	return nil
 }
 
-func (w *Writer) partitionCount(ctx context.Context, q querier) (int, error) {
+func (w *Writer) partitionCount(ctx context.Context, tx Tx) (int, error) {
 	if n := w.partitions.Load(); n > 0 {
 		return int(n), nil
 	}
-	var v string
-	if err := q.queryRow(ctx, "SELECT value FROM "+w.cfg.ident("meta")+" WHERE key = 'partitions'", &v); err != nil {
-		return 0, fmt.Errorf("postrelay: writer: read partition count of schema %q (is it migrated?): %w", w.cfg.Schema, err)
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < 1 || n > PartitionsMax {
-		return 0, fmt.Errorf("postrelay: writer: schema %q has an invalid partition count %q", w.cfg.Schema, v)
+	n, err := readPartitions(ctx, tx, w.cfg)
+	if err != nil {
+		return 0, fmt.Errorf("postrelay: writer: read partition count (is it migrated?): %w", err)
 	}
 	w.partitions.Store(int32(n))
 	return n, nil
@@ -250,12 +271,12 @@ func (w *Writer) notifySelect(n int) string {
 	return "SELECT pg_notify('" + w.cfg.NotifyChannel() + "', p::text) FROM unnest($" + strconv.Itoa(n) + "::int[]) AS n(p)"
 }
 
-func (w *Writer) notify(ctx context.Context, q querier, rows []row) error {
+func (w *Writer) notify(ctx context.Context, tx Tx, rows []row) error {
 	ps := w.notifyList(rows)
 	if len(ps) == 0 {
 		return nil
 	}
-	if err := q.exec(ctx, w.notifySelect(1), ps); err != nil {
+	if _, err := tx.Exec(ctx, w.notifySelect(1), ps); err != nil {
 		return fmt.Errorf("postrelay: writer: notify: %w", err)
 	}
 	return nil
@@ -325,9 +346,9 @@ func (w *Writer) buildInsert(n int, notify bool) string {
 }
 
 // insertRows writes rows with one multi-row INSERT.
-func (w *Writer) insertRows(ctx context.Context, q querier, rows []row) error {
+func (w *Writer) insertRows(ctx context.Context, tx Tx, rows []row) error {
 	sql, args := w.insertSQL(rows)
-	if err := q.exec(ctx, sql, args...); err != nil {
+	if _, err := tx.Exec(ctx, sql, args...); err != nil {
 		return fmt.Errorf("postrelay: writer: insert %d records into schema %q: %w", len(rows), w.cfg.Schema, err)
 	}
 	return nil
@@ -348,7 +369,7 @@ func (w *Writer) QueueWrite(ctx context.Context, tx pgx.Tx, b *pgx.Batch, recs .
 	if len(recs) > insertChunk {
 		return fmt.Errorf("%w: QueueWrite takes at most %d records (got %d); use Write for more", ErrInvalidRecord, insertChunk, len(recs))
 	}
-	n, err := w.partitionCount(ctx, pgxAdapter{tx})
+	n, err := w.partitionCount(ctx, tx)
 	if err != nil {
 		return err
 	}
@@ -365,7 +386,7 @@ func (w *Writer) QueueWrite(ctx context.Context, tx pgx.Tx, b *pgx.Batch, recs .
 
 // copy writes rows with COPY. Delays are turned into absolute times with the
 // transaction's now(), the value an INSERT would have used.
-func (w *Writer) copy(ctx context.Context, tx pgxQuerier, rows []row) error {
+func (w *Writer) copy(ctx context.Context, tx copier, rows []row) error {
 	var txNow time.Time
 	for _, r := range rows {
 		if r.delayUS > 0 {
@@ -389,43 +410,4 @@ func (w *Writer) copy(ctx context.Context, tx pgxQuerier, rows []row) error {
 		return fmt.Errorf("postrelay: writer: copy %d records into schema %q: %w", len(rows), w.cfg.Schema, err)
 	}
 	return nil
-}
-
-// querier abstracts the two transaction APIs the writer supports.
-type querier interface {
-	exec(ctx context.Context, sql string, args ...any) error
-	queryRow(ctx context.Context, sql string, dest ...any) error
-}
-
-type pgxQuerier interface {
-	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-	CopyFrom(ctx context.Context, table pgx.Identifier, columns []string, src pgx.CopyFromSource) (int64, error)
-}
-
-type sqlQuerier interface {
-	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
-}
-
-type pgxAdapter struct{ tx pgxQuerier }
-
-func (a pgxAdapter) exec(ctx context.Context, s string, args ...any) error {
-	_, err := a.tx.Exec(ctx, s, args...)
-	return err
-}
-
-func (a pgxAdapter) queryRow(ctx context.Context, s string, dest ...any) error {
-	return a.tx.QueryRow(ctx, s).Scan(dest...)
-}
-
-type sqlAdapter struct{ tx sqlQuerier }
-
-func (a sqlAdapter) exec(ctx context.Context, s string, args ...any) error {
-	_, err := a.tx.ExecContext(ctx, s, args...)
-	return err
-}
-
-func (a sqlAdapter) queryRow(ctx context.Context, s string, dest ...any) error {
-	return a.tx.QueryRowContext(ctx, s).Scan(dest...)
 }

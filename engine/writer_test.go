@@ -9,6 +9,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/stretchr/testify/require"
 
@@ -33,13 +34,13 @@ func TestWriterWorksWithDatabaseSQLTx(t *testing.T) {
 
 	tx, err := db.BeginTx(ctx, nil)
 	require.NoError(t, err)
-	require.NoError(t, b.writer.Write(ctx, tx, rec("t", "a", 1), rec("t", "b", 2),
+	require.NoError(t, b.writer.Write(ctx, engine.SQLTx(tx), rec("t", "a", 1), rec("t", "b", 2),
 		engine.Record{Topic: "t", Key: "a", Payload: []byte{}, Metadata: map[string]string{"m": "v"}, DeliverAfter: time.Millisecond}))
 	require.NoError(t, tx.Commit())
 
 	tx, err = db.BeginTx(ctx, nil)
 	require.NoError(t, err)
-	require.NoError(t, b.writer.Write(ctx, tx, rec("t", "rolled", 3)))
+	require.NoError(t, b.writer.Write(ctx, engine.SQLTx(tx), rec("t", "rolled", 3)))
 	require.NoError(t, tx.Rollback())
 	require.Equal(t, 3, count(t, b, "records"))
 
@@ -163,4 +164,26 @@ func TestQueueWriteInTheCallersBatch(t *testing.T) {
 	got := recorder.UniqueUUIDs(b.pub.Deliveries())
 	require.Equal(t, map[string]int{"q0": 1, "q2": 1}, got)
 	require.Equal(t, 2, count(t, b, "orders"))
+}
+
+// What Writer.Write takes is checked by the compiler: a pgx.Tx, or SQLTx of
+// a *sql.Tx (a string or a *sql.DB no longer compiles). A nil transaction,
+// of either kind, is refused with ErrUnsupportedTx.
+var (
+	_ engine.Tx = pgx.Tx(nil)
+	_ engine.Tx = engine.SQLTx(nil)
+	_ engine.Tx = (*pgxpool.Conn)(nil)
+)
+
+func TestWriterRefusesANilTx(t *testing.T) {
+	t.Parallel()
+	w := engine.NewWriter(engine.Config{})
+	ctx := context.Background()
+	var nilSQL *sql.Tx
+	require.Nil(t, engine.SQLTx(nilSQL))
+	err := w.Write(ctx, engine.SQLTx(nilSQL), rec("t", "k", 1))
+	require.ErrorIs(t, err, engine.ErrUnsupportedTx)
+	require.ErrorContains(t, err, "tx is nil")
+	var nilPgx pgx.Tx
+	require.ErrorIs(t, w.Write(ctx, nilPgx, rec("t", "k", 1)), engine.ErrUnsupportedTx)
 }

@@ -58,7 +58,7 @@ func (r *relay) run(t *testing.T, pub message.Publisher) (stop func()) {
 	t.Helper()
 	eng, err := engine.New(r.pool, pub, r.cfg)
 	require.NoError(t, err)
-	events := eng.Events()
+	events, _ := eng.Events() // closed when Run returns
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	var runErr error

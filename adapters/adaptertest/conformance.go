@@ -12,6 +12,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/postrelay/postrelay/adapters"
+	"github.com/postrelay/postrelay/engine"
 )
 
 // Conformance sizes: Conformance publishes ConformanceMessages messages
@@ -40,7 +41,7 @@ func Conformance(t *testing.T, b Broker) {
 // of b through the adapters publisher (the first half one per Publish call,
 // the rest in batches of five) and checks that b's own subscriber receives
 // every one with its UUID, payload (binary, with zero bytes) and metadata
-// intact, in publish order per key (metadata adapters.KeyMetadata).
+// intact, in publish order per key (metadata engine.MetadataKey).
 // Duplicates are allowed (at least once); a message that was never
 // published fails the test. Where the subscriber reports the Kafka
 // partition, every key must stay on one partition.
@@ -54,7 +55,7 @@ func PublisherConformance(t *testing.T, b Broker) {
 	for i := range sent {
 		key := "key-" + strconv.Itoa(i%ConformanceKeys)
 		m := message.NewMessage(watermill.NewUUID(), []byte{0, byte(i), 0xff, 'p', 0, byte(i >> 8)})
-		m.Metadata.Set(adapters.KeyMetadata, key)
+		m.Metadata.Set(engine.MetadataKey, key)
 		m.Metadata.Set("seq", strconv.Itoa(i/ConformanceKeys))
 		m.Metadata.Set("tenant", "acme")
 		m.Metadata.Set("note", "ünïcode ✓ with spaces, = and &")
@@ -118,7 +119,7 @@ func PublisherConformance(t *testing.T, b Broker) {
 				t.Fatalf("%s: message %s metadata %q = %q, want %q (all: %v)", b.Name, m.UUID, k, m.Metadata.Get(k), v, m.Metadata)
 			}
 		}
-		key := want.Metadata.Get(adapters.KeyMetadata)
+		key := want.Metadata.Get(engine.MetadataKey)
 		seq, _ := strconv.Atoi(want.Metadata.Get("seq"))
 		if last, seen := lastSeq[key]; seen && seq <= last {
 			t.Fatalf("%s: key %s: message seq %d arrived after seq %d", b.Name, key, seq, last)

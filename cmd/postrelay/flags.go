@@ -55,7 +55,7 @@ func parse(fs *flag.FlagSet, args []string) error {
 		if set[f.Name] || err != nil {
 			return
 		}
-		env := "POSTRELAY_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		env := adapters.EnvPrefixDefault + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
 		if v, ok := os.LookupEnv(env); ok {
 			if e := fs.Set(f.Name, v); e != nil {
 				err = usageError{fmt.Errorf("environment variable %s=%q: %v", env, v, e)}

@@ -6,6 +6,7 @@
 //	postrelay dead    list|requeue|purge [--id N,...] [--topic T] [--all] [--json]
 //	postrelay demo    [--records N]   (writes and relays records: local PostgreSQL, memory broker)
 //	postrelay inbox   migrate|purge [--inbox-schema S] [--consumer NAME,...] [--retention D]
+//	postrelay console [--database-url URL] [--http 127.0.0.1:8080] [--http-token T] [--read-only] [--hide-payloads]
 //
 // Every flag has an environment variable: POSTRELAY_DATABASE_URL, POSTRELAY_BROKER,
 // POSTRELAY_SCHEMA, and so on (POSTRELAY_ + the flag name in upper case, '-' as '_').
@@ -30,6 +31,7 @@ Usage:
   postrelay dead     list|requeue|purge dead letters
   postrelay demo     write records and relay them (local PostgreSQL, memory broker)
   postrelay inbox    migrate|purge the consumer inbox (exactly-once effects)
+  postrelay console  operator console: web page and HTTP API (stuck keys, dead letters, leases)
 
 Run 'postrelay <command> --help' for a command's flags.
 `
@@ -62,6 +64,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cmdDemo(ctx, args[1:], stdout, stderr)
 	case "inbox":
 		err = cmdInbox(ctx, args[1:], stdout, stderr)
+	case "console":
+		err = cmdConsole(ctx, args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -9,12 +9,13 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/postrelay/postrelay/adapters"
+	"github.com/postrelay/postrelay/adapters/console"
 	"github.com/postrelay/postrelay/engine"
 )
 
 // relayFlags are the engine settings `run` exposes.
 type relayFlags struct {
-	broker             string
+	broker             adapters.Config // --broker and the per-broker flags (adapters' RegisterFlags)
 	configFile         string
 	instanceID         string
 	batchSize          int
@@ -33,7 +34,7 @@ type relayFlags struct {
 }
 
 func (r *relayFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&r.broker, "broker", "memory://", "broker URL: memory://, postgres://, amqp://, nats://, redis://, kafka:// (env POSTRELAY_BROKER)")
+	r.broker.RegisterFlags(fs)
 	fs.StringVar(&r.configFile, "config", "", "broker config file (YAML or JSON) with per-broker options (env POSTRELAY_CONFIG)")
 	fs.StringVar(&r.instanceID, "instance-id", "", "unique instance id (default hostname-pid-random)")
 	fs.IntVar(&r.batchSize, "batch-size", engine.BatchSizeDefault, "records fetched and completed at once per partition")
@@ -74,9 +75,11 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	var c common
 	var r relayFlags
 	var o observability
+	var cf consoleFlags
 	c.register(fs)
 	r.register(fs)
 	o.register(fs)
+	cf.register(fs, "")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -89,20 +92,23 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := cfg.WithDefaults().Validate(); err != nil {
 		return usageError{err}
 	}
-	bcfg := adapters.Config{URL: r.broker}
+	bcfg := r.broker
 	if r.configFile != "" {
 		fileCfg, err := adapters.LoadConfigFile(r.configFile)
 		if err != nil {
 			return usageError{err}
 		}
-		if !isSet(fs, "broker") && fileCfg.URL != "" {
-			bcfg = fileCfg
-		} else {
-			fileCfg.URL = bcfg.URL
-			bcfg = fileCfg
+		if bcfg, err = brokerFlagsOver(fileCfg, fs); err != nil {
+			return usageError{err}
 		}
 	}
 	bcfg.Logger = log
+	var ccfg console.Config
+	if cf.addr != "" {
+		if ccfg, err = cf.consoleConfig(c.schema, cfg.WithDefaults().LeaseTTL, log, stderr); err != nil {
+			return err
+		}
+	}
 
 	pool, err := c.pool(ctx)
 	if err != nil {
@@ -134,7 +140,14 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	log.Info("postrelay: relay running", "instance_id", eng.InstanceID(), "schema", c.schema,
-		"broker", adapters.Redact(bcfg.URL))
+		"broker", adapters.Redact(bcfg.WithDefaults().URL))
+	if cf.addr != "" {
+		stopConsole, err := startConsole(ctx, pool, ccfg, cf.addr, log)
+		if err != nil {
+			return err
+		}
+		defer stopConsole()
+	}
 	if err := eng.Run(ctx); err != nil {
 		return err
 	}
@@ -142,14 +155,19 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	return nil
 }
 
-func isSet(fs *flag.FlagSet, name string) bool {
-	set := false
+// brokerFlagsOver returns the broker config of a file with the broker flags
+// given on the command line (or by POSTRELAY_ environment variables) set
+// over it: the flags win, the file fills the rest.
+func brokerFlagsOver(file adapters.Config, fs *flag.FlagSet) (adapters.Config, error) {
+	over := flag.NewFlagSet("broker", flag.ContinueOnError)
+	file.RegisterFlags(over)
+	var err error
 	fs.Visit(func(f *flag.Flag) {
-		if f.Name == name {
-			set = true
+		if err == nil && over.Lookup(f.Name) != nil {
+			err = over.Set(f.Name, f.Value.String())
 		}
 	})
-	return set
+	return file, err
 }
 
 // observability holds the metrics and tracing flags; setup wires them.

@@ -52,7 +52,8 @@ func run(ctx context.Context, out io.Writer, brokerURL, schema string, n int) er
 	if err != nil {
 		return err
 	}
-	events := eng.Events()
+	events, unsubscribe := eng.Events(engine.EventDelivered)
+	defer unsubscribe()
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- eng.Run(runCtx) }()

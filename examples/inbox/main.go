@@ -283,7 +283,7 @@ func (h *handler) apply(msg *message.Message, tx pgx.Tx) error {
 	// The follow-up message goes through the outbox, in the same
 	// transaction: it exists iff this order's effects committed.
 	out := message.NewMessage("applied-"+msg.UUID, msg.Payload)
-	out.Metadata.Set(adapters.KeyMetadata, o.Key)
+	out.Metadata.Set(engine.MetadataKey, o.Key)
 	out.SetContext(ctx)
 	if err := adapters.NewTxPublisher(tx, h.w).Publish(h.topic+".applied", out); err != nil {
 		return err

@@ -82,7 +82,7 @@ func run(ctx context.Context, out io.Writer, schema, inTopic string) error {
 				return err
 			}
 			m := message.NewMessage(watermill.NewUUID(), []byte(id+" confirmed"))
-			m.Metadata.Set(adapters.KeyMetadata, id)
+			m.Metadata.Set(engine.MetadataKey, id)
 			m.SetContext(msg.Context())
 			return outbox.Publish("orders.confirmed", m)
 		}))
