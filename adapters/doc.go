@@ -43,7 +43,9 @@
 // In every case postrelay publishes a key's record N+1 only after record N
 // was published successfully; the table says what the broker then does
 // with that order. The message UUID (the record's message id) is stable
-// across redeliveries, so consumers deduplicate by it.
+// across redeliveries, so consumers deduplicate by it: package
+// adapters/inbox does it in the consumer's transaction (exactly-once
+// effects).
 //
 // URL syntax: each URL is what the library's own client accepts (libpq
 // style for PostgreSQL, including query parameters; amqp091; nats.go;

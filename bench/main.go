@@ -163,6 +163,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		result, err = runScale(ctx, o, stdout)
 	case "write":
 		result, err = runWrite(ctx, o, stdout)
+	case "inbox":
+		result, err = runInbox(ctx, o, stdout)
 	case "catalogs":
 		result, err = catalogsStep(ctx, o, stdout)
 	case "all":

@@ -5,6 +5,7 @@
 //	postrelay status  [--database-url URL] [--json]
 //	postrelay dead    list|requeue|purge [--id N,...] [--topic T] [--all] [--json]
 //	postrelay demo    [--records N]   (writes and relays records: local PostgreSQL, memory broker)
+//	postrelay inbox   migrate|purge [--inbox-schema S] [--consumer NAME,...] [--retention D]
 //	postrelay console [--database-url URL] [--http 127.0.0.1:8080] [--http-token T] [--read-only] [--hide-payloads]
 //	postrelay replay  --to URL|--config FILE [--topic T] [--key K] [--since T] [--until T] [--rate N] [--after-id N]
 //
@@ -30,6 +31,7 @@ Usage:
   postrelay status   instances, partition owners, backlog, dead letters
   postrelay dead     list|requeue|purge dead letters
   postrelay demo     write records and relay them (local PostgreSQL, memory broker)
+  postrelay inbox    migrate|purge the consumer inbox (exactly-once effects)
   postrelay console  operator console: web page and HTTP API (stuck keys, dead letters, leases)
   postrelay replay   re-publish retained history (run --retention) with the original message ids
 
@@ -62,6 +64,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cmdDead(ctx, args[1:], stdout, stderr)
 	case "demo":
 		err = cmdDemo(ctx, args[1:], stdout, stderr)
+	case "inbox":
+		err = cmdInbox(ctx, args[1:], stdout, stderr)
 	case "console":
 		err = cmdConsole(ctx, args[1:], stdout, stderr)
 	case "replay":
