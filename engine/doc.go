@@ -19,8 +19,12 @@
 // skipping records whose key has an earlier record held back (delivery delay
 // or retry backoff), publishes each through the publisher, and completes the
 // batch in one statement fenced by its lease: delivered rows are deleted,
-// failed ones get attempts+1 and a backoff, exhausted ones move to
-// <schema>.dead_letters. Records are found by a tail poll: one query over
+// failed ones get attempts+1 and a backoff, exhausted ones (and those whose
+// Publish error wraps ErrPermanent, see Permanent) move to
+// <schema>.dead_letters. With Config.Retention the completion also copies
+// delivered rows into <schema>.history, partitioned by day and dropped a
+// day at a time (retention.go), which Replay re-publishes from. Records
+// are found by a tail poll: one query over
 // the newest ids of the partitions this instance owns, which wakes the
 // actor of every partition with new records. While records arrive it runs
 // every TailInterval (2 ms); a second without new records spaces it out to
