@@ -54,7 +54,7 @@ func run(ctx context.Context, out io.Writer, brokerURL, schema, topic string, n 
 	if err != nil {
 		return err
 	}
-	events, unsubscribe := eng.Events(engine.EventDelivered)
+	events, unsubscribe := eng.Events(engine.EventDelivered, engine.EventFailed, engine.EventDeadLettered, engine.EventActorRestarted)
 	defer unsubscribe()
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
