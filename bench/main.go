@@ -84,11 +84,11 @@ func main() {
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		return fmt.Errorf("usage: go run ./bench drain|latency|scale|write|catalogs|all|report [flags]")
+		return fmt.Errorf("usage: go run ./bench drain|latency|scale|write|inbox|catalogs|all|report [flags]")
 	}
 	scenario := args[0]
-	if !slices.Contains([]string{"drain", "latency", "scale", "write", "catalogs", "all", "report"}, scenario) {
-		return fmt.Errorf("unknown scenario %q: want drain, latency, scale, write, catalogs, all or report", scenario)
+	if !slices.Contains([]string{"drain", "latency", "scale", "write", "inbox", "catalogs", "all", "report"}, scenario) {
+		return fmt.Errorf("unknown scenario %q: want drain, latency, scale, write, inbox, catalogs, all or report", scenario)
 	}
 	fs := flag.NewFlagSet("bench "+scenario, flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -172,7 +172,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "report":
 		result, err = runReport()
 	default:
-		return fmt.Errorf("unknown scenario %q: want drain, latency, scale, write, catalogs, all or report", scenario)
+		return fmt.Errorf("unknown scenario %q: want drain, latency, scale, write, inbox, catalogs, all or report", scenario)
 	}
 	if err != nil {
 		return err
