@@ -25,6 +25,10 @@ func TestSupervisorsNest(t *testing.T) {
 	child, err := actors.NewSupervisor(actors.SupervisorConfig{OnEvent: rec.on})
 	require.NoError(t, err)
 	childRef := root.Spawn(rootCtx, "child-supervisor", child)
+	// The child supervisor must be serving before the root stops: a
+	// supervisor whose Serve never ran was never stopped by it (the root's
+	// cancel can come before the child's goroutine starts).
+	rec.waitEvent(t, "child-supervisor", actors.EventStarted, 1)
 
 	started := make(chan struct{}, 2)
 	var leafStopped atomic.Int32
