@@ -1,6 +1,7 @@
 package adapters
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
@@ -74,6 +75,23 @@ type TxHandlerFunc func(msg *message.Message, tx pgx.Tx, out message.Publisher) 
 // watermill-sql subscriber) is not a pgx transaction.
 var ErrNotPgxTx = errors.New("adapters: the consumed message's transaction is not a pgx transaction (use watermill-sql's BeginnerFromPgx)")
 
+// ConsumedTx returns the transaction a watermill-sql subscriber consumed the
+// message of ctx in (ok false when there is none), or ErrNotPgxTx when that
+// transaction is not a pgx one.
+func ConsumedTx(ctx context.Context) (tx pgx.Tx, ok bool, err error) {
+	stx, ok := wsql.TxFromContext(ctx)
+	if !ok {
+		return nil, false, nil
+	}
+	switch t := stx.(type) {
+	case *wsql.PgxTx:
+		return t.Tx, true, nil
+	case wsql.PgxTx:
+		return t.Tx, true, nil
+	}
+	return nil, false, fmt.Errorf("%w: got %T", ErrNotPgxTx, stx)
+}
+
 // TxHandler adapts fn to a Watermill handler in which consuming the
 // message, the business writes and the outgoing messages are one
 // transaction:
@@ -90,16 +108,9 @@ var ErrNotPgxTx = errors.New("adapters: the consumed message's transaction is no
 func TxHandler(pool *pgxpool.Pool, w *engine.Writer, fn TxHandlerFunc) message.NoPublishHandlerFunc {
 	return func(msg *message.Message) error {
 		ctx := msg.Context()
-		if stx, ok := wsql.TxFromContext(ctx); ok {
-			var tx pgx.Tx
-			switch t := stx.(type) {
-			case *wsql.PgxTx:
-				tx = t.Tx
-			case wsql.PgxTx:
-				tx = t.Tx
-			default:
-				return fmt.Errorf("%w: got %T", ErrNotPgxTx, stx)
-			}
+		if tx, ok, err := ConsumedTx(ctx); err != nil {
+			return err
+		} else if ok {
 			// The subscriber redelivers a nacked message in the same
 			// transaction: a savepoint undoes the failed attempt's writes
 			// and records.

@@ -1,6 +1,10 @@
 package inbox
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/postrelay/postrelay/adapters"
+)
 
 var (
 	// ErrInvalidConfig wraps every configuration error returned by Validate.
@@ -29,7 +33,7 @@ var (
 
 	// ErrNotPgxTx is returned when a consumed message's shared transaction
 	// (from a watermill-sql subscriber) is not a pgx transaction.
-	ErrNotPgxTx = errors.New("inbox: the consumed message's transaction is not a pgx transaction (use watermill-sql's BeginnerFromPgx)")
+	ErrNotPgxTx = adapters.ErrNotPgxTx
 )
 
 // IsMissingKey reports whether err is the MissingKeyNack error of a message

@@ -6,12 +6,13 @@ import (
 	"fmt"
 	"time"
 
-	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/postrelay/postrelay/adapters"
 )
 
 // Span attributes set on the message context's current span.
@@ -135,16 +136,9 @@ func (ib *Inbox) process(msg *message.Message, fn HandlerFunc) error {
 		return ib.missingKey(ctx, msg)
 	}
 	start := time.Now()
-	if stx, ok := wsql.TxFromContext(ctx); ok {
-		var tx pgx.Tx
-		switch t := stx.(type) {
-		case *wsql.PgxTx:
-			tx = t.Tx
-		case wsql.PgxTx:
-			tx = t.Tx
-		default:
-			return fmt.Errorf("%w: got %T", ErrNotPgxTx, stx)
-		}
+	if tx, ok, err := adapters.ConsumedTx(ctx); err != nil {
+		return err
+	} else if ok {
 		err := pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error {
 			dup, err := ib.claim(ctx, sp, key)
 			if err != nil {
