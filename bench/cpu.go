@@ -1,10 +1,16 @@
 package main
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // machineCPU is the machine's busy CPU time (all cores, every process:
@@ -38,4 +44,93 @@ func cpuPerRecordUS(busy time.Duration, records int) float64 {
 		return 0
 	}
 	return float64(busy.Microseconds()) / float64(records)
+}
+
+// benchAppName is the application_name every connection of this benchmark
+// process carries (set on the URLs in run), so that its PostgreSQL
+// backends can be told from those of anything else running.
+var benchAppName = fmt.Sprintf("postrelay-bench-%d", os.Getpid())
+
+// withAppName returns url with application_name set to benchAppName,
+// unless it names one already.
+func withAppName(url string) string {
+	if url == "" || strings.Contains(url, "application_name") {
+		return url
+	}
+	sep := "?"
+	if strings.Contains(url, "?") {
+		sep = "&"
+	}
+	return url + sep + "application_name=" + benchAppName
+}
+
+// ownCPU measures the CPU of this process (producers and the in-process
+// relay or peer) and of the PostgreSQL backends serving its connections:
+// unlike machineCPU it does not count other work running on a shared
+// machine. PostgreSQL's own background processes (WAL writer,
+// checkpointer) are not counted, nor relay processes started apart.
+type ownCPU struct {
+	pool     *pgxpool.Pool
+	self     time.Duration
+	backends map[int]time.Duration
+}
+
+// startOwnCPU takes the first reading; pool is any pool of this process.
+func startOwnCPU(ctx context.Context, pool *pgxpool.Pool) *ownCPU {
+	m := &ownCPU{pool: pool, self: selfCPU()}
+	m.backends = backendCPU(ctx, pool)
+	return m
+}
+
+// since returns the CPU used since the first reading.
+func (m *ownCPU) since(ctx context.Context) time.Duration {
+	if m == nil {
+		return 0
+	}
+	d := selfCPU() - m.self
+	for pid, t := range backendCPU(ctx, m.pool) {
+		d += t - m.backends[pid] // a backend started since counts from 0
+	}
+	return d
+}
+
+// selfCPU is this process's user and system CPU time.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// backendCPU is the CPU time of each PostgreSQL backend whose
+// application_name is benchAppName, read from /proc (PostgreSQL on this
+// machine).
+func backendCPU(ctx context.Context, pool *pgxpool.Pool) map[int]time.Duration {
+	out := map[int]time.Duration{}
+	rows, err := pool.Query(ctx, `SELECT pid FROM pg_stat_activity WHERE application_name = $1`, benchAppName)
+	if err != nil {
+		return out
+	}
+	pids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil {
+		return out
+	}
+	for _, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		// Fields after the command name (which may hold spaces): state is
+		// the first, utime the 12th, stime the 13th.
+		s := string(b)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(f) < 13 {
+			continue
+		}
+		u, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		out[int(pid)] = time.Duration(u+st) * time.Second / clockTicks
+	}
+	return out
 }

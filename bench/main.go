@@ -127,6 +127,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
+	o.databaseURL, o.relayURL = withAppName(o.databaseURL), withAppName(o.relayURL)
 	if o.rounds < 0 {
 		return fmt.Errorf("--rounds %d: must be positive", o.rounds)
 	}

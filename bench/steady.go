@@ -91,6 +91,10 @@ type SystemRun struct {
 	// Machine CPU (producers, relay, PostgreSQL, everything else running)
 	// per committed record over the measured window.
 	CPUPerRecordUS float64 `json:"cpu_us_per_record"`
+	// This process's CPU (producers, an in-process relay or peer) and its
+	// PostgreSQL backends' per committed record (ownCPU): what a shared
+	// machine's other work does not inflate.
+	OwnCPUPerRecordUS float64 `json:"own_cpu_us_per_record"`
 }
 
 // Spread is the median and range of one figure over rounds.
@@ -121,6 +125,7 @@ type SystemSummary struct {
 	FromCommitP99MS Spread `json:"from_commit_p99_ms"`
 	AchievedRate    Spread `json:"achieved_rate"`
 	CPUPerRecordUS  Spread `json:"cpu_us_per_record"`
+	OwnCPUPerRecord Spread `json:"own_cpu_us_per_record"`
 	CommitP50MS     Spread `json:"commit_p50_ms"`
 	CommitP99MS     Spread `json:"commit_p99_ms"`
 	// Median COMMIT p99 over the plain table's median COMMIT p99 (issue 11
@@ -150,6 +155,7 @@ func summarize(systems []string, runs []SystemRun) []SystemSummary {
 			FromCommitP99MS: spreadOf(rs, func(r SystemRun) float64 { return r.FromCommitP99MS }),
 			AchievedRate:    spreadOf(rs, func(r SystemRun) float64 { return r.AchievedRate }),
 			CPUPerRecordUS:  spreadOf(rs, func(r SystemRun) float64 { return r.CPUPerRecordUS }),
+			OwnCPUPerRecord: spreadOf(rs, func(r SystemRun) float64 { return r.OwnCPUPerRecordUS }),
 			CommitP50MS:     spreadOf(rs, func(r SystemRun) float64 { return r.CommitP50MS }),
 			CommitP99MS:     spreadOf(rs, func(r SystemRun) float64 { return r.CommitP99MS }),
 		})
@@ -374,7 +380,10 @@ func steadyOnce(ctx context.Context, producers *pgxpool.Pool, orders string, o o
 		return run, fmt.Errorf("%s: %w", sys, err)
 	}
 	var cpu0 time.Duration
-	achieved, err := produce(ctx, producers, rate, o.warmup, o.duration, probe, orders, rs.write, func() { cpu0 = machineCPU() })
+	var own *ownCPU
+	achieved, err := produce(ctx, producers, rate, o.warmup, o.duration, probe, orders, rs.write, func() {
+		cpu0, own = machineCPU(), startOwnCPU(ctx, producers)
+	})
 	if err != nil {
 		_ = rs.stop()
 		return run, fmt.Errorf("%s: %w", sys, err)
@@ -385,7 +394,7 @@ func steadyOnce(ctx context.Context, producers *pgxpool.Pool, orders string, o o
 			return run, fmt.Errorf("%s: %w", sys, err)
 		}
 	}
-	cpu := machineCPU() - cpu0
+	cpu, ownUsed := machineCPU()-cpu0, own.since(ctx)
 	if err := rs.stop(); err != nil {
 		return run, fmt.Errorf("%s: stop: %w", sys, err)
 	}
@@ -396,6 +405,7 @@ func steadyOnce(ctx context.Context, producers *pgxpool.Pool, orders string, o o
 	run.FromCommitP50MS, run.FromCommitP99MS, run.FromCommitMaxMS = pct(lc, 0.5), pct(lc, 0.99), pct(lc, 1)
 	run.CommitP50MS, run.CommitP99MS, run.CommitMaxMS = pct(cd, 0.5), pct(cd, 0.99), pct(cd, 1)
 	run.CPUPerRecordUS = cpuPerRecordUS(cpu, len(cd))
+	run.OwnCPUPerRecordUS = cpuPerRecordUS(ownUsed, len(cd))
 	if f := os.Getenv("BENCH_LATENCY_DUMP"); f != "" && sys == sysPostrelay { // diagnosis: the last postrelay run's records
 		if err := probe.dump(f); err != nil {
 			return run, err
@@ -447,12 +457,12 @@ func ordersTable(ctx context.Context, pool *pgxpool.Pool, o options) (string, fu
 
 func printRun(out io.Writer, r SystemRun) {
 	if r.System == sysPlain {
-		fmt.Fprintf(out, "  round %d %-20s rate %6.0f/s  (no relay)  COMMIT p50 %.2f / p99 %.2f / max %.2f ms  machine CPU %.0f µs/record\n",
-			r.Round, r.System, r.AchievedRate, r.CommitP50MS, r.CommitP99MS, r.CommitMaxMS, r.CPUPerRecordUS)
+		fmt.Fprintf(out, "  round %d %-20s rate %6.0f/s  (no relay)  COMMIT p50 %.2f / p99 %.2f / max %.2f ms  machine CPU %.0f µs/record, own %.0f\n",
+			r.Round, r.System, r.AchievedRate, r.CommitP50MS, r.CommitP99MS, r.CommitMaxMS, r.CPUPerRecordUS, r.OwnCPUPerRecordUS)
 		return
 	}
-	fmt.Fprintf(out, "  round %d %-20s rate %6.0f/s  p50 %6.2f  p90 %6.2f  p99 %6.2f  max %7.2f ms  from COMMIT p99 %6.2f ms  COMMIT p50 %.2f / p99 %.2f ms  machine CPU %.0f µs/record  (%d samples)\n",
-		r.Round, r.System, r.AchievedRate, r.P50MS, r.P90MS, r.P99MS, r.MaxMS, r.FromCommitP99MS, r.CommitP50MS, r.CommitP99MS, r.CPUPerRecordUS, r.Samples)
+	fmt.Fprintf(out, "  round %d %-20s rate %6.0f/s  p50 %6.2f  p90 %6.2f  p99 %6.2f  max %7.2f ms  from COMMIT p99 %6.2f ms  COMMIT p50 %.2f / p99 %.2f ms  machine CPU %.0f µs/record, own %.0f  (%d samples)\n",
+		r.Round, r.System, r.AchievedRate, r.P50MS, r.P90MS, r.P99MS, r.MaxMS, r.FromCommitP99MS, r.CommitP50MS, r.CommitP99MS, r.CPUPerRecordUS, r.OwnCPUPerRecordUS, r.Samples)
 }
 
 func printSummaries(out io.Writer, rate int, ss []SystemSummary) {
@@ -462,16 +472,16 @@ func printSummaries(out io.Writer, rate int, ss []SystemSummary) {
 	fmt.Fprintf(out, "at %d/s offered, medians over rounds (min–max); latency from just before the business INSERT:\n", rate)
 	for _, s := range ss {
 		if s.System == sysPlain {
-			fmt.Fprintf(out, "  %-20s rate %s/s  COMMIT p50 %s  p99 %s ms  CPU %s µs/record\n", s.System,
-				sp(s.AchievedRate, "%.0f"), sp(s.CommitP50MS, "%.2f"), sp(s.CommitP99MS, "%.2f"), sp(s.CPUPerRecordUS, "%.0f"))
+			fmt.Fprintf(out, "  %-20s rate %s/s  COMMIT p50 %s  p99 %s ms  CPU %s µs/record, own %s\n", s.System,
+				sp(s.AchievedRate, "%.0f"), sp(s.CommitP50MS, "%.2f"), sp(s.CommitP99MS, "%.2f"), sp(s.CPUPerRecordUS, "%.0f"), sp(s.OwnCPUPerRecord, "%.0f"))
 			continue
 		}
 		vs := ""
 		if s.CommitP99VsPlain > 0 {
 			vs = fmt.Sprintf(" (%.2f× / %.2f× the plain table's)", s.CommitP50VsPlain, s.CommitP99VsPlain)
 		}
-		fmt.Fprintf(out, "  %-20s rate %s/s  p50 %s  p99 %s  max %s ms  CPU %s µs/record  COMMIT p50 %s / p99 %s ms%s\n", s.System,
-			sp(s.AchievedRate, "%.0f"), sp(s.P50MS, "%.2f"), sp(s.P99MS, "%.2f"), sp(s.MaxMS, "%.1f"), sp(s.CPUPerRecordUS, "%.0f"),
+		fmt.Fprintf(out, "  %-20s rate %s/s  p50 %s  p99 %s  max %s ms  CPU %s µs/record, own %s  COMMIT p50 %s / p99 %s ms%s\n", s.System,
+			sp(s.AchievedRate, "%.0f"), sp(s.P50MS, "%.2f"), sp(s.P99MS, "%.2f"), sp(s.MaxMS, "%.1f"), sp(s.CPUPerRecordUS, "%.0f"), sp(s.OwnCPUPerRecord, "%.0f"),
 			sp(s.CommitP50MS, "%.2f"), sp(s.CommitP99MS, "%.2f"), vs)
 	}
 }

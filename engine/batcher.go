@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -96,9 +97,10 @@ func (b *batcher) fetchBatch(ctx context.Context, p, limit int) (fetchResult, er
 }
 
 // completeBatch writes a partition's batch outcome under its lease through
-// a shared statement and returns ErrLeaseLost if the fence failed.
-func (b *batcher) completeBatch(ctx context.Context, p int, epoch int64, c *completion) error {
-	res, err := b.complete.do(ctx, completeReq{p: p, epoch: epoch, c: c})
+// a shared statement and returns ErrLeaseLost if the fence failed. coh is
+// the cohort of a batch the tail poll handed over (nil otherwise).
+func (b *batcher) completeBatch(ctx context.Context, p int, epoch int64, c *completion, coh *cohort) error {
+	res, err := b.complete.doIn(ctx, completeReq{p: p, epoch: epoch, c: c}, coh)
 	if err != nil {
 		return err
 	}
@@ -144,6 +146,9 @@ type group[Req, Res any] struct {
 	queue   []*call[Req, Res]
 	running int
 	slots   int
+	// gathering counts the leaders waiting for their cohort; while one
+	// waits, new requests queue (to join its statement) rather than lead.
+	gathering int
 	// linger is how long a leader waits for more requests when the group
 	// is busy (see lead); lastStart is when its last statement started.
 	linger    time.Duration
@@ -163,6 +168,35 @@ type call[Req, Res any] struct {
 	// signal tells a queued caller that its result is ready (false) or
 	// that it now leads the next statement (true).
 	signal chan bool
+	// cohort is the cohort the request belongs to, if any.
+	cohort *cohort
+}
+
+// A cohort is the batches one tail poll handed over: their actors publish
+// at about the same time and then complete, and a leader among them waits
+// (up to batcherLinger) until every member has arrived, so that one
+// statement completes them all rather than one per partition. Waiting is
+// only an optimization: a member that never arrives (its actor stopped)
+// costs the leader the linger, nothing else.
+type cohort struct {
+	left atomic.Int32
+	full chan struct{}
+}
+
+func newCohort(n int) *cohort {
+	c := &cohort{full: make(chan struct{})}
+	c.left.Store(int32(n))
+	if n <= 0 {
+		close(c.full)
+	}
+	return c
+}
+
+// arrive counts a member in (nil: none). Each member arrives once.
+func (c *cohort) arrive() {
+	if c != nil && c.left.Add(-1) == 0 {
+		close(c.full)
+	}
 }
 
 // do runs req in a shared statement and returns its result. It returns
@@ -170,20 +204,29 @@ type call[Req, Res any] struct {
 // waits for the statement (bounded by the statement itself), since it may
 // have to lead it for the others.
 func (g *group[Req, Res]) do(ctx context.Context, req Req) (Res, error) {
+	return g.doIn(ctx, req, nil)
+}
+
+// doIn is do for a member of cohort coh (nil: none): if it leads, its
+// statement waits up to batcherLinger for the rest of the cohort.
+func (g *group[Req, Res]) doIn(ctx context.Context, req Req, coh *cohort) (Res, error) {
 	var zero Res
 	if err := context.Cause(ctx); err != nil {
+		coh.arrive()
 		return zero, err
 	}
-	c := &call[Req, Res]{req: req, signal: make(chan bool, 1)}
+	c := &call[Req, Res]{req: req, signal: make(chan bool, 1), cohort: coh}
 	g.mu.Lock()
-	if g.running < g.slots {
+	if g.running < g.slots && g.gathering == 0 {
 		g.running++
 		g.mu.Unlock()
+		coh.arrive()
 		g.lead(c)
 		return c.res, c.err
 	}
 	g.queue = append(g.queue, c)
 	g.mu.Unlock()
+	coh.arrive() // queued: a leader gathering this cohort takes it
 	// Exactly one signal comes: served by a leader, or promoted to lead
 	// (and already taken off the queue, so nobody else serves or promotes
 	// this call).
@@ -196,8 +239,23 @@ func (g *group[Req, Res]) do(ctx context.Context, req Req) (Res, error) {
 // lead runs one statement for self and the requests at the front of the
 // queue, then hands its slot to the next queued request, if any.
 func (g *group[Req, Res]) lead(self *call[Req, Res]) {
-	g.mu.Lock()
-	if g.linger > 0 && !g.lastStart.IsZero() && time.Since(g.lastStart) < 2*g.linger {
+	if coh := self.cohort; coh != nil && g.linger > 0 {
+		// Wait for the rest of the cohort (they queue meanwhile).
+		g.mu.Lock()
+		g.gathering++
+		g.mu.Unlock()
+		t := time.NewTimer(g.linger)
+		select {
+		case <-coh.full:
+		case <-t.C:
+		}
+		t.Stop()
+		g.mu.Lock()
+		g.gathering--
+	} else {
+		g.mu.Lock()
+	}
+	if self.cohort == nil && g.linger > 0 && !g.lastStart.IsZero() && time.Since(g.lastStart) < 2*g.linger {
 		// Busy: statements of this kind are starting more often than every
 		// other linger period, so more requests are about to come. Wait a
 		// linger period for them (PostgreSQL's commit_delay does the same

@@ -191,3 +191,53 @@ func TestFetchCancelledByShutdownReportsIt(t *testing.T) {
 	_, err := b.fetchBatch(context.Background(), 0, 10)
 	require.ErrorIs(t, err, ErrShutdown)
 }
+
+// The members of a cohort (the batches one tail poll handed over) complete
+// in one statement even though the group has free slots: the first to lead
+// waits for the rest (up to the linger) and the others queue meanwhile. A
+// member that never arrives costs the leader the linger, nothing more.
+func TestGroupGathersACohortIntoOneStatement(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var sizes []int
+	g := &group[int, int]{
+		slots:  2,
+		linger: 10 * time.Second, // only the cohort's arrival ends the wait
+		ctx:    context.Background(),
+		take:   func(_ int, q []*call[int, int]) int { return len(q) },
+		run: func(_ context.Context, calls []*call[int, int]) {
+			mu.Lock()
+			sizes = append(sizes, len(calls))
+			mu.Unlock()
+			for _, c := range calls {
+				c.res = c.req
+			}
+		},
+	}
+	const members = 5
+	coh := newCohort(members)
+	var wg sync.WaitGroup
+	for i := range members {
+		wg.Go(func() {
+			res, err := g.doIn(context.Background(), i, coh)
+			assert.NoError(t, err)
+			assert.Equal(t, i, res)
+		})
+	}
+	wg.Wait()
+	require.Equal(t, []int{members}, sizes, "one statement for the whole cohort")
+
+	// A cohort one of whose members never arrives: the leader goes after
+	// the linger with those that came.
+	g.linger = 20 * time.Millisecond
+	sizes = nil
+	short := newCohort(3)
+	for i := range 2 {
+		wg.Go(func() {
+			_, err := g.doIn(context.Background(), i, short)
+			assert.NoError(t, err)
+		})
+	}
+	wg.Wait()
+	require.Equal(t, []int{2}, sizes)
+}

@@ -46,9 +46,6 @@ type coordinatorDeps struct {
 	partition *partitionDeps
 	// wakers wakes each partition's actor, by partition.
 	wakers []*actors.Waker
-	// owned is where the coordinator publishes what it holds, for the tail
-	// poll.
-	owned *ownedPartitions
 }
 
 // coordMsg is what the coordinator's mailbox carries: the exit of one of its
@@ -292,7 +289,6 @@ func (c *coordinator) start(ctx context.Context, p int, epoch int64) {
 	})
 	actors.Watch(ctx, ref.Ref, c.mailbox, func(x actors.Exit) coordMsg { return coordMsg{exit: x} })
 	c.held[p] = &held{epoch: epoch, ref: ref}
-	c.publishOwned()
 	waker.Wake()
 }
 
@@ -321,7 +317,6 @@ func (c *coordinator) release(ctx context.Context, p int, h *held) {
 		c.warn(ctx, "postrelay: coordinator lease release failed", err, "partition", p)
 	}
 	delete(c.held, p)
-	c.publishOwned()
 	if h.lost {
 		return // EventLeaseLost already ended this lease
 	}
@@ -349,7 +344,6 @@ func (c *coordinator) handleExit(ctx context.Context, x actors.Exit) {
 	// stopped after a failed renewal. Forget the partition; the next tick
 	// acquires it again if it is still ours and free.
 	delete(c.held, p)
-	c.publishOwned()
 	c.lost(p, h, x.Err)
 	if x.Err != nil && !errors.Is(x.Err, ErrLeaseLost) {
 		c.d.cfg.logger.Warn("postrelay: partition actor ended", "partition", p, "error", x.Err)
@@ -364,16 +358,6 @@ func (c *coordinator) find(r *actors.Ref) (int, *held) {
 		}
 	}
 	return 0, nil
-}
-
-// publishOwned tells the tail poll which partitions this instance holds.
-func (c *coordinator) publishOwned() {
-	ps := make([]int32, 0, len(c.held))
-	for p := range c.held {
-		ps = append(ps, int32(p))
-	}
-	slices.Sort(ps)
-	c.d.owned.publish(ps)
 }
 
 // shutdown stops every partition actor (each completes the batch it
@@ -398,7 +382,6 @@ func (c *coordinator) shutdown(ctx context.Context) {
 		c.d.emit(e)
 	}
 	clear(c.held)
-	c.publishOwned()
 	if err := c.d.store.deleteInstance(bg, cfg.instance); err != nil {
 		cfg.logger.Warn("postrelay: coordinator removing instance failed", "error", err)
 	}

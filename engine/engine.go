@@ -121,7 +121,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	for i := range wakers {
 		wakers[i] = actors.NewWaker()
 	}
-	owned := &ownedPartitions{}
+	hand := make(handoffs, st.partitions)
 	supCfg := actors.SupervisorConfig{
 		Logger:      cfg.Logger,
 		StopTimeout: cfg.StopTimeout,
@@ -138,6 +138,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		publish:   safePublisher{e.publisher}.publish,
 		emit:      e.emit,
 		fastSlots: make(chan struct{}, fastSlotsFor(runtime.GOMAXPROCS(0))),
+		handoffs:  hand,
 	}
 	if cfg.MaxInFlight > 0 {
 		partitions.inFlight = make(chan struct{}, cfg.MaxInFlight)
@@ -150,7 +151,6 @@ func (e *Engine) Run(ctx context.Context) error {
 		supervisor: supCfg,
 		partition:  partitions,
 		wakers:     wakers,
-		owned:      owned,
 	}
 
 	// The root stops its children at once on the way out; the coordinator
@@ -162,7 +162,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	td := tailDeps{interval: cfg.TailInterval, store: st, wakers: wakers, owned: owned, waker: actors.NewWaker()}
+	td := tailDeps{interval: cfg.TailInterval, limit: min(cfg.BatchSize, tailBatchLimit), store: st, handoffs: hand, waker: actors.NewWaker()}
 	root.SpawnFactory(runCtx, "tail", func() actors.Actor { return newTail(td) })
 	// LISTEN needs a session: behind a pooler in transaction mode only
 	// through ListenURL; without it the tail poll alone finds records.

@@ -3,8 +3,6 @@ package engine
 import (
 	"context"
 	"fmt"
-	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -13,9 +11,9 @@ import (
 )
 
 // Wake-ups: the listener hears the writers' notifications and wakes the
-// partition named and the tail poll; the tail poll finds the owned
-// partitions with new records and wakes them. Both only wake: what a
-// partition does is its actor's business (partition_actor.go).
+// tail poll; the tail poll fetches the new records of the partitions whose
+// actors wait for work and hands each its batch (handoff.go). What a
+// partition does with a batch is its actor's business (partition_actor.go).
 
 // listenerDeps is what the listener uses.
 type listenerDeps struct {
@@ -31,10 +29,10 @@ type listenerDeps struct {
 }
 
 // listener holds one connection that LISTENs on the schema's channel and
-// wakes the partition actor a notification names. NOTIFY reaches every
-// instance, so the owner always hears it; the others ignore it (their waker
-// for that partition has no reader). On every (re)connect it wakes all
-// partitions, since notifications sent while it was away are gone.
+// wakes the tail poll on every notification (NOTIFY reaches every
+// instance; each instance's tail fetches only the partitions it holds). On
+// every (re)connect it wakes all partition actors, which then fetch on their
+// own, since notifications sent while it was away are gone.
 type listener struct {
 	d listenerDeps
 }
@@ -52,89 +50,83 @@ func (l *listener) Serve(ctx context.Context) error {
 		w.Wake()
 	}
 	for {
-		n, err := conn.WaitForNotification(ctx)
-		if err != nil {
+		if _, err := conn.WaitForNotification(ctx); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			return fmt.Errorf("postrelay: listener: %w", err)
 		}
-		p, err := strconv.Atoi(n.Payload)
-		if err != nil || p < 0 || p >= len(l.d.wakers) {
-			continue
-		}
-		// Wake the partition at once (lowest latency), and the tail poll
-		// for the records of writes that did not notify.
-		l.d.wakers[p].Wake()
+		// The tail poll fetches for every waiting partition at once.
 		l.d.tail.Wake()
 	}
-}
-
-// ownedPartitions is the list of partitions this instance holds, sorted, as
-// the coordinator last published it; the tail poll reads it.
-type ownedPartitions struct {
-	p atomic.Pointer[[]int32]
-}
-
-// publish replaces the list.
-func (o *ownedPartitions) publish(ps []int32) { o.p.Store(&ps) }
-
-// load returns the list last published (nil before the first).
-func (o *ownedPartitions) load() []int32 {
-	if ps := o.p.Load(); ps != nil {
-		return *ps
-	}
-	return nil
 }
 
 // tailDeps is what the tail poll uses.
 type tailDeps struct {
 	// interval is Config.TailInterval.
 	interval time.Duration
-	// store runs the tail query (store.sqlTail on the delivery pool).
+	// limit is the most records the tail fetches for one partition.
+	limit int
+	// store runs the tail fetch (store.sqlTailFetch on the delivery pool).
 	store *store
-	// wakers wakes each partition's actor, by partition.
-	wakers []*actors.Waker
-	// owned is what the coordinator holds: only those are probed.
-	owned *ownedPartitions
+	// handoffs are the running partition actors' handoffs, by partition:
+	// only those that wait for work are fetched for.
+	handoffs handoffs
 	// waker wakes the tail poll (the listener holds it too).
 	waker *actors.Waker
 }
 
-// tail finds the partitions that received records since it last looked, in
-// one query over the newest ids of the partitions this instance owns, and
-// wakes their actors. It is the relay's steady-state wake-up: while records
-// arrive it polls every TailInterval; a notification (the writer sends at
-// most one per NotifyInterval) or a poll that finds new records keeps it
-// polling for tailBusyWindow; after that, with nothing new, its polls
-// space out (doubling) up to tailIdleInterval: the next write's
-// notification wakes it at once, and the idle polls bound the wait of a
-// record whose write did not notify (a write within NotifyInterval of a
-// notifying write that rolled back, or DisableNotify) at about
-// tailIdleInterval.
+// tail fetches, in one statement, the new records of every partition whose
+// actor waits for work, and hands each actor its batch (see handoff). It is
+// the relay's steady-state fetch: while records arrive it polls every
+// TailInterval; a notification (the writer sends at most one per
+// NotifyInterval) or a poll that finds new records keeps it polling for
+// tailBusyWindow; after that, with nothing new, its polls space out
+// (doubling) up to tailIdleInterval: the next write's notification wakes
+// it at once, and the idle polls bound the wait of a record whose write did
+// not notify (a write within NotifyInterval of a notifying write that
+// rolled back, or DisableNotify) at about tailIdleInterval. A backlog is
+// not its business: an actor whose batch came back full fetches on its own
+// until its partition is drained, and the tail leaves it alone meanwhile.
 //
-// Its state (what it announced) lives as long as one start: a restart
-// builds a new tail, which looks again from scratch.
+// A poll finds the partitions with new records by one range scan of the
+// primary key above the highest id it saw, less tailLookback for
+// transactions that committed after that of a higher id; a record that
+// commits later still is fetched by its actor's own poll (PollInterval).
+// Its state (the highest id seen) lives as long as one start: a restart
+// builds a new tail, which starts from the newest id again.
 type tail struct {
-	d         tailDeps
-	lastMax   int64
-	announced []int64 // per partition, the newest id a wake-up announced
+	d       tailDeps
+	lastMax int64
+	started bool
+
+	// per poll, reused
+	reqs  []fetchReq
+	hs    []*handoff
+	words []uint64
+	out   []fetchResult
 }
 
-func newTail(d tailDeps) *tail {
-	return &tail{d: d, announced: make([]int64, len(d.wakers))}
-}
+func newTail(d tailDeps) *tail { return &tail{d: d} }
 
-// tailLookback is how far below the newest id seen a tail poll looks, for
+// tailLookback is how far below the highest id seen a tail poll looks, for
 // records whose transaction committed after that of a higher id.
 const tailLookback = 1000
+
+// tailScanLimit bounds the ids one tail poll scans (a larger burst is
+// scanned over several polls).
+const tailScanLimit = 8192
+
+// tailBatchLimit is the most records the tail fetches for one partition;
+// an actor whose handed batch is full fetches the rest itself.
+const tailBatchLimit = 100
 
 // tailBusyWindow is how long the tail keeps polling every TailInterval
 // after the last notification or the last poll that found new records.
 const tailBusyWindow = time.Second
 
 // tailIdleInterval is the longest gap between tail polls. An idle relay
-// polls 20 times a second, one index probe per owned partition each.
+// polls 20 times a second: one index probe above the highest id seen.
 const tailIdleInterval = 50 * time.Millisecond
 
 // nextTailInterval is the wait before the next tail poll: TailInterval
@@ -176,29 +168,60 @@ func (t *tail) Serve(ctx context.Context) error {
 	}
 }
 
-// poll wakes the partitions owned here whose newest record is newer than
-// what was already announced to them. Probing only the owned partitions
-// keeps the tail polls of all instances together at one probe per partition,
-// whatever the number of instances (each probed every partition before).
+// poll fetches for the waiting actors and hands over what it found. It
+// reports whether ids above the last poll's appeared.
 func (t *tail) poll(ctx context.Context) (found bool, err error) {
-	owned := t.d.owned.load()
-	if len(owned) == 0 {
-		return false, nil // nothing owned here, nobody to wake
+	if !t.started {
+		// Start at the newest id: what is older is the actors' own
+		// start-up fetch's business.
+		if t.lastMax, err = t.d.store.maxID(ctx); err != nil {
+			return false, err
+		}
+		t.started = true
 	}
-	rows, err := t.d.store.hotQuery(ctx, t.d.store.sqlTail, max(t.lastMax-tailLookback, 0), owned)
+	t.reqs, t.hs, t.words = t.reqs[:0], t.hs[:0], t.words[:0]
+	for p := range t.d.handoffs {
+		h := t.d.handoffs[p].Load()
+		if h == nil {
+			continue
+		}
+		if w, ok := h.waiting(); ok {
+			t.reqs = append(t.reqs, fetchReq{p: p, limit: t.d.limit})
+			t.hs = append(t.hs, h)
+			t.words = append(t.words, w)
+		}
+	}
+	if len(t.reqs) == 0 {
+		return false, nil // every actor is busy (or none runs): nothing to do
+	}
+	if cap(t.out) < len(t.reqs) {
+		t.out = make([]fetchResult, len(t.reqs))
+	}
+	out := t.out[:len(t.reqs)]
+	maxID, err := t.d.store.tailFetch(ctx, max(t.lastMax-tailLookback, 0), t.reqs, out)
 	if err != nil {
 		return false, err
 	}
-	var p int32
-	var maxID int64
-	_, err = pgx.ForEachRow(rows, []any{&p, &maxID}, func() error {
-		if int(p) < len(t.d.wakers) && maxID > t.announced[p] {
-			t.announced[p] = maxID
-			t.d.wakers[p].Wake()
-			found = true
+	if maxID > t.lastMax {
+		t.lastMax, found = maxID, true
+	}
+	// The actors handed a batch complete them together (see cohort).
+	n := 0
+	for i := range t.reqs {
+		if len(out[i].batch) > 0 {
+			n++
 		}
-		t.lastMax = max(t.lastMax, maxID)
-		return nil
-	})
-	return found, err
+	}
+	coh := newCohort(n)
+	for i := range t.reqs {
+		if len(out[i].batch) == 0 {
+			continue
+		}
+		out[i].cohort = coh
+		if !t.hs[i].claim(t.words[i], out[i]) {
+			coh.arrive() // the actor took its partition back: not a member
+		}
+		out[i] = fetchResult{}
+	}
+	return found, nil
 }

@@ -22,13 +22,17 @@ import (
 // uses comes in partitionDeps. Its loop:
 //
 //	read the lease from the partitions row (loadLease), then until it is lost:
-//	  fetch a batch (batcher → store.sqlFetch)
+//	  take the batch the tail poll handed over (handoff), or fetch one
+//	    (batcher → store.sqlFetch): the tail fetches for waiting actors at
+//	    steady load, an actor fetches on its own at start, in a backlog (its
+//	    last batch was full) and when its timer fires
 //	  publish it: in id order, or keys in parallel for a slow broker; a failed
 //	    record holds back the later records of its key
 //	  complete it in one statement fenced by the lease (store.sqlComplete)
 //	  apply and emit the outcomes once that committed
-//	  sleep until woken (waker), told about the lease (mailbox), the next held
-//	    record or retry is due, or PollInterval passed
+//	  sleep until handed a batch (handoff), woken (waker), told about the
+//	    lease (mailbox), the next held record or retry is due, or
+//	    PollInterval passed
 //
 // Its state is partitionState, changed only by apply.
 
@@ -36,6 +40,7 @@ import (
 type partitionConfig struct {
 	instance           string
 	batchSize          int
+	tailLimit          int // the most records the tail poll hands over at once
 	pollInterval       time.Duration
 	publishConcurrency int
 	publishTimeout     time.Duration
@@ -50,6 +55,7 @@ func partitionConfigFrom(c Config) partitionConfig {
 	return partitionConfig{
 		instance:           c.InstanceID,
 		batchSize:          c.BatchSize,
+		tailLimit:          min(c.BatchSize, tailBatchLimit),
 		pollInterval:       c.PollInterval,
 		publishConcurrency: c.PublishConcurrency,
 		publishTimeout:     c.PublishTimeout,
@@ -78,6 +84,9 @@ type partitionDeps struct {
 	// inFlight bounds the Publish calls in flight (Config.MaxInFlight); nil
 	// means no bound.
 	inFlight chan struct{}
+	// handoffs is where each actor registers the handoff through which the
+	// tail poll gives it batches while it waits (handoff.go).
+	handoffs handoffs
 }
 
 // safePublisher calls a publisher, turning a panic into an error.
@@ -240,9 +249,14 @@ func (a *partitionActor) Serve(ctx context.Context) error {
 		return err
 	}
 	log := a.d.cfg.logger.With("partition", a.p, "epoch", a.st.epoch)
+	h := newHandoff()
+	slot := &a.d.handoffs[a.p]
+	slot.Store(h)
+	defer slot.CompareAndSwap(h, nil) // a batch handed over after this is dropped
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	<-timer.C
+	var handed *fetchResult // the batch the tail poll handed over, if any
 	for {
 		a.drainMailbox()
 		if !a.st.held {
@@ -254,10 +268,14 @@ func (a *partitionActor) Serve(ctx context.Context) error {
 		var wait time.Duration
 		if !a.st.leaseValid(time.Now()) {
 			// The lease may have expired locally while the coordinator
-			// could not renew it: publish nothing until it is renewed.
+			// could not renew it: publish nothing until it is renewed (a
+			// handed batch is dropped: its records are fetched again).
 			wait = a.d.cfg.pollInterval
+			if handed != nil {
+				handed.cohort.arrive()
+			}
 		} else {
-			res, err := a.runBatch(ctx)
+			res, err := a.runBatch(ctx, handed)
 			if err != nil {
 				if errors.Is(err, ErrLeaseLost) {
 					log.Warn("postrelay: partition lease lost, stopping without committing", "error", err)
@@ -270,7 +288,8 @@ func (a *partitionActor) Serve(ctx context.Context) error {
 				log.Warn("postrelay: partition batch failed", "error", err)
 				return err
 			}
-			if res.n == a.d.cfg.batchSize {
+			if res.full {
+				handed = nil
 				continue // a full batch: more is waiting
 			}
 			wait = a.d.cfg.pollInterval
@@ -283,13 +302,23 @@ func (a *partitionActor) Serve(ctx context.Context) error {
 				wait = d // this batch scheduled a retry: be back for it
 			}
 		}
+		handed = nil
 		timer.Reset(wait)
+		h.idle() // from here the tail poll may fetch for this partition
 		select {
 		case <-ctx.Done():
 			return nil
+		case b := <-h.ch:
+			handed = &b
 		case <-a.waker.C():
 		case <-a.mailbox.Ready():
 		case <-timer.C:
+		}
+		if handed == nil && !h.reclaim() {
+			// The tail claimed this partition first: its batch is on the
+			// way (sent right after the claim).
+			b := <-h.ch
+			handed = &b
 		}
 		if !timer.Stop() {
 			select {
@@ -338,7 +367,7 @@ func (a *partitionActor) leaseEvent(kind EventKind) Event {
 
 // batchResult is what a batch tells the actor about when to look again.
 type batchResult struct {
-	n int // records fetched
+	full bool // the batch had as many records as asked for: more may wait
 	// nextHeld is how long after the fetch the partition's next held record
 	// (delayed or backing off) becomes available; hasHeld says there was
 	// one.
@@ -346,9 +375,10 @@ type batchResult struct {
 	hasHeld  bool
 }
 
-// runBatch fetches, publishes and completes one batch, then applies and
-// emits its outcomes.
-func (a *partitionActor) runBatch(ctx context.Context) (batchResult, error) {
+// runBatch publishes and completes one batch, the one handed over by the
+// tail poll or (handed nil) one it fetches, then applies and emits its
+// outcomes.
+func (a *partitionActor) runBatch(ctx context.Context, handed *fetchResult) (batchResult, error) {
 	// With a fast broker the work is database- and CPU-bound: a few batches
 	// in flight at a time keep the cores busy, more only contend (and hold
 	// more records in memory). Partitions of a slow broker are not limited:
@@ -361,11 +391,21 @@ func (a *partitionActor) runBatch(ctx context.Context) (batchResult, error) {
 			return batchResult{}, nil
 		}
 	}
-	res, err := a.d.batch.fetchBatch(ctx, a.p, a.d.cfg.batchSize)
-	if err != nil {
-		return batchResult{}, fmt.Errorf("postrelay: partition %d: fetch: %w", a.p, err)
+	var res fetchResult
+	limit := a.d.cfg.tailLimit
+	if handed != nil {
+		res = *handed
+		// Count this batch into its cohort once, when it completes or
+		// else on the way out.
+		defer func() { res.cohort.arrive() }()
+	} else {
+		var err error
+		limit = a.d.cfg.batchSize
+		if res, err = a.d.batch.fetchBatch(ctx, a.p, limit); err != nil {
+			return batchResult{}, fmt.Errorf("postrelay: partition %d: fetch: %w", a.p, err)
+		}
 	}
-	out := batchResult{n: len(res.batch), nextHeld: res.nextHeld, hasHeld: res.hasHeld}
+	out := batchResult{full: len(res.batch) >= limit, nextHeld: res.nextHeld, hasHeld: res.hasHeld}
 	batch := res.batch
 	if len(batch) == 0 {
 		return out, nil
@@ -399,7 +439,9 @@ func (a *partitionActor) runBatch(ctx context.Context) (batchResult, error) {
 	}
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.d.cfg.stopTimeout)
 	defer cancel()
-	if err := a.d.batch.completeBatch(cctx, a.p, a.st.epoch, &a.done); err != nil {
+	coh := res.cohort
+	res.cohort = nil // the completion counts it in
+	if err := a.d.batch.completeBatch(cctx, a.p, a.st.epoch, &a.done, coh); err != nil {
 		if errors.Is(err, ErrLeaseLost) {
 			return out, err
 		}

@@ -74,6 +74,7 @@ func TestPartitionActorRebuildsItsLeaseFromTheDatabase(t *testing.T) {
 		},
 		emit:      func(Event) {},
 		fastSlots: make(chan struct{}, 1),
+		handoffs:  make(handoffs, 4),
 	}
 	newActor := func() *partitionActor {
 		return newPartitionActor(deps, p, epoch, actors.NewMailbox[leaseMsg](1), actors.NewWaker())

@@ -39,10 +39,15 @@ func TestDeliveryPlansStayIndexedWhenPlannedOnAnEmptyTable(t *testing.T) {
 	}{
 		{"plan_fetch", st.sqlFetch, `'{0,1,2,3}', '{1000,1000,1000,1000}'`},
 		{"plan_complete", st.sqlComplete, `'me', '{0,1}', '{1,1}', '{0,0,1}', '{5,9,13}', '{1}', '{21}', '{boom}', '{1000}', '{1}', '{25}', '{dead}'`},
-		{"plan_tail", st.sqlTail, `100, '{0,1,2,3}'`},
+		{"plan_tail", st.sqlTailFetch, `100, '{0,1,2,3}', '{100,100,100,100}'`},
+		{"plan_max", st.sqlMaxID, ``},
 	}
 	explain := func(name, args string) string {
-		rows, err := conn.Query(ctx, "EXPLAIN EXECUTE "+name+"("+args+")", pgx.QueryExecModeSimpleProtocol)
+		call := name
+		if args != "" {
+			call += "(" + args + ")"
+		}
+		rows, err := conn.Query(ctx, "EXPLAIN EXECUTE "+call, pgx.QueryExecModeSimpleProtocol)
 		require.NoError(t, err)
 		lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
 		require.NoError(t, err)
@@ -91,49 +96,121 @@ func TestDeliveryPlansStayIndexedWhenPlannedOnAnEmptyTable(t *testing.T) {
 	require.Greater(t, res.nextHeld, 50*time.Minute)
 }
 
-// The tail poll probes and wakes only the partitions this instance owns;
-// with none owned it sends no query at all.
-func TestTailPollWakesOnlyOwnedPartitions(t *testing.T) {
+// The tail poll fetches only for the actors that wait for work, hands each
+// its partition's records in id order, and never hands a batch to an actor
+// that took the right to fetch back after the poll read it (it may have
+// completed those records itself). A record whose transaction commits after
+// that of a higher id is found by the next poll.
+func TestTailPollHandsBatchesOnlyToWaitingActors(t *testing.T) {
 	t.Parallel()
 	pool, _, cfg, st := newTestStore(t, 4)
 	ctx := context.Background()
-	var wakers []*actors.Waker
-	for range 4 {
-		wakers = append(wakers, actors.NewWaker())
-	}
-	owned := &ownedPartitions{}
-	tl := newTail(tailDeps{interval: cfg.TailInterval, store: st, wakers: wakers, owned: owned, waker: actors.NewWaker()})
+	hand := make(handoffs, 4)
+	tl := newTail(tailDeps{interval: cfg.TailInterval, limit: 100, store: st, handoffs: hand, waker: actors.NewWaker()})
 	found, err := tl.poll(ctx)
-	require.NoError(t, err, "nothing owned yet")
-	require.False(t, found, "nothing owned yet")
+	require.NoError(t, err, "no actor runs yet")
+	require.False(t, found, "no actor runs yet")
 
-	tx, err := pool.Begin(ctx)
-	require.NoError(t, err)
-	var recs []Record
-	for i := range 200 {
-		recs = append(recs, Record{Topic: "t", Key: fmt.Sprint("k", i), Payload: []byte("x")})
+	// Partition 0's actor is busy, 1 and 2 wait, 3 has none here.
+	var hs [3]*handoff
+	for p := range hs {
+		hs[p] = newHandoff()
+		hand[p].Store(hs[p])
 	}
-	require.NoError(t, NewWriter(cfg).Write(ctx, tx, recs...))
-	require.NoError(t, tx.Commit(ctx))
-	for _, w := range wakers { // drop wake-ups from before
-		select {
-		case <-w.C():
-		default:
+	hs[1].idle()
+	hs[2].idle()
+	write := func(keys ...string) {
+		tx, err := pool.Begin(ctx)
+		require.NoError(t, err)
+		var recs []Record
+		for _, k := range keys {
+			recs = append(recs, Record{Topic: "t", Key: k, Payload: []byte("x")})
 		}
+		require.NoError(t, NewWriter(cfg).Write(ctx, tx, recs...))
+		require.NoError(t, tx.Commit(ctx))
 	}
-	owned.publish([]int32{1, 2})
+	var keys []string
+	perPartition := map[int]int{}
+	for i := range 200 {
+		keys = append(keys, fmt.Sprint("k", i))
+		perPartition[Partition(keys[i], 4)]++
+	}
+	write(keys...)
 	found, err = tl.poll(ctx)
 	require.NoError(t, err)
-	require.True(t, found, "partitions 1 and 2 received records")
-	for p, w := range wakers {
-		woken := false
+	require.True(t, found, "records arrived")
+	for p := 1; p <= 2; p++ {
 		select {
-		case <-w.C():
-			woken = true
+		case b := <-hs[p].ch:
+			require.Len(t, b.batch, perPartition[p], "partition %d", p)
+			for i, r := range b.batch {
+				require.Equal(t, p, Partition(r.key, 4), "partition %d got a record of another", p)
+				if i > 0 {
+					require.Less(t, b.batch[i-1].id, r.id, "partition %d: id order", p)
+				}
+			}
 		default:
+			t.Fatalf("partition %d waits and has records, but was handed nothing", p)
 		}
-		require.Equal(t, p == 1 || p == 2, woken, "partition %d", p)
+		_, waiting := hs[p].waiting()
+		require.False(t, waiting, "partition %d: claimed, no longer waiting", p)
 	}
+	require.Empty(t, hs[0].ch, "partition 0's actor is busy: nothing fetched for it")
+
+	// An actor that woke up after the poll read its word (and went idle
+	// again, a new generation) is not handed the poll's batch.
+	hs[1].idle()
+	word, waiting := hs[1].waiting()
+	require.True(t, waiting)
+	require.True(t, hs[1].reclaim())
+	hs[1].idle()
+	require.False(t, hs[1].claim(word, fetchResult{batch: []fetched{{id: 1}}}), "stale claim")
+	require.Empty(t, hs[1].ch)
+
+	// A record committed after a record with a higher id was already
+	// handed over is still found by the tail (its lookback).
+	_, err = pool.Exec(ctx, "DELETE FROM "+cfg.ident("records")) // all delivered, as completions do
+	require.NoError(t, err)
+	late, err := pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = late.Rollback(ctx) }()
+	lateKey := ""
+	for i := 0; lateKey == ""; i++ {
+		if k := fmt.Sprint("late", i); Partition(k, 4) == 2 {
+			lateKey = k
+		}
+	}
+	require.NoError(t, NewWriter(cfg).Write(ctx, late, Record{Topic: "t", Key: lateKey, Payload: []byte("late")}))
+	hs[2].idle()
+	write(keys[:20]...)
+	_, err = tl.poll(ctx)
+	require.NoError(t, err)
+	b := <-hs[2].ch
+	require.Len(t, b.batch, perPartitionOf(keys[:20], 4)[2])
+	for _, r := range b.batch { // delivered, as the actor's completion does
+		_, err := pool.Exec(ctx, "DELETE FROM "+cfg.ident("records")+" WHERE id = $1", r.id)
+		require.NoError(t, err)
+	}
+	require.NoError(t, late.Commit(ctx))
+	hs[2].idle()
+	_, err = tl.poll(ctx)
+	require.NoError(t, err)
+	select {
+	case b := <-hs[2].ch:
+		require.Len(t, b.batch, 1)
+		require.Equal(t, lateKey, b.batch[0].key, "the late committer")
+		require.Less(t, b.batch[0].id, tl.lastMax, "it has a lower id than records handed over before")
+	default:
+		t.Fatal("the late committer was not handed over")
+	}
+}
+
+func perPartitionOf(keys []string, n int) map[int]int {
+	m := map[int]int{}
+	for _, k := range keys {
+		m[Partition(k, n)]++
+	}
+	return m
 }
 
 func TestNextTailInterval(t *testing.T) {

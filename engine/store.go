@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -41,7 +42,7 @@ type store struct {
 
 	sqlHeartbeat, sqlLiveInstances, sqlDeleteInstance, sqlReapInstances string
 	sqlAcquire, sqlRenew, sqlRelease, sqlReleaseAll, sqlReadLease       string
-	sqlFetch, sqlComplete, sqlTail                                      string
+	sqlFetch, sqlComplete, sqlTailFetch, sqlMaxID                       string
 }
 
 func newStore(pool *pgxpool.Pool, cfg Config) *store {
@@ -78,43 +79,23 @@ func newStore(pool *pgxpool.Pool, cfg Config) *store {
 		sqlReadLease: `SELECT coalesce(owner, ''), epoch, coalesce(extract(epoch FROM lease_until - now()), 0)::float8
 			FROM ` + partitions + ` WHERE partition = $1`,
 		// Fetch the oldest available records of each requested partition
-		// (one LATERAL branch per partition, each with its own limit),
-		// skipping every record whose key has an earlier record still held
-		// back (delivery delay or retry backoff): per-key order. Each
-		// requested partition with held records also gets one summary row
-		// (id 0) whose last column is the seconds until its next held record
-		// becomes available, so an idle actor knows when to look again
-		// without another query.
-		sqlFetch: `WITH req AS (
-				SELECT * FROM unnest($1::int[], $2::int[]) AS q(partition, lim)
-			), held AS MATERIALIZED (
-				SELECT req.partition, h.key, min(h.id) AS first_id, min(h.available_at) AS next_at
-				FROM req CROSS JOIN LATERAL (
-					SELECT r.key, r.id, r.available_at FROM ` + records + ` r
-					WHERE r.partition = req.partition AND r.available_at IS NOT NULL AND r.available_at > now()
-					OFFSET 0
-				) h
-				GROUP BY req.partition, h.key
-			)
-			SELECT x.* FROM req CROSS JOIN LATERAL (
-				SELECT r.partition, r.id, r.key, r.topic, r.message_id, r.payload, r.metadata::text, r.attempts, r.created_at,
-				       date_part('epoch', now() - r.created_at)
-				FROM ` + records + ` r
-				WHERE r.partition = req.partition AND (r.available_at IS NULL OR r.available_at <= now())
-				  AND NOT EXISTS (SELECT 1 FROM held h WHERE h.partition = r.partition AND h.key = r.key AND h.first_id < r.id)
-				ORDER BY r.id
-				LIMIT req.lim
-			) x
+		// (see fetchSQL).
+		sqlFetch: fetchSQL(records, `SELECT * FROM unnest($1::int[], $2::int[]) AS q(partition, lim)`),
+		// The tail poll's fetch (see tail.poll): the records above $1 in id
+		// order (one range scan of the primary key, bounded by
+		// tailScanLimit) name the partitions that received records since
+		// the last poll; of those, the ones in $2 (the partitions whose
+		// actors wait for work) are fetched as sqlFetch does, each with
+		// its limit in $3. One more row (partition -1) carries the highest
+		// id the scan saw, from which the next poll starts.
+		sqlTailFetch: `WITH recent AS MATERIALIZED (
+				SELECT r.partition, r.id FROM ` + records + ` r WHERE r.id > $1 ORDER BY r.id LIMIT ` + strconv.Itoa(tailScanLimit) + `
+			), ` + fetchSQL(records, `SELECT q.partition, q.lim FROM unnest($2::int[], $3::int[]) AS q(partition, lim)
+				WHERE EXISTS (SELECT 1 FROM recent WHERE recent.partition = q.partition)`)[len("WITH "):] + `
 			UNION ALL
-			SELECT h.partition, 0, '', '', '', ''::bytea, '{}', 0, now(), date_part('epoch', min(h.next_at) - now())
-			FROM held h GROUP BY h.partition`,
-		// The newest record id above $1 of each partition in $2 (those
-		// this instance owns): one probe at the end of each partition's key
-		// range.
-		sqlTail: `SELECT o.partition, x.max_id FROM unnest($2::int[]) AS o(partition)
-			CROSS JOIN LATERAL (SELECT max(r.id) AS max_id FROM ` + records + ` r
-			                    WHERE r.partition = o.partition AND r.id > $1) x
-			WHERE x.max_id IS NOT NULL`,
+			SELECT -1, coalesce(max(recent.id), 0), '', '', '', ''::bytea, '{}', 0, now(), 0 FROM recent`,
+		// The newest record id (where a tail poll starts).
+		sqlMaxID: `SELECT coalesce(max(id), 0) FROM ` + records,
 		// Complete the batches of several partitions in one statement,
 		// each fenced by its lease: a partition's rows change only if it is
 		// still leased to this instance with the batch's epoch and the lease
@@ -156,6 +137,41 @@ func newStore(pool *pgxpool.Pool, cfg Config) *store {
 	}
 }
 
+// fetchSQL is the fetch statement over records for the partitions and
+// limits the req query returns (columns partition, lim): the oldest
+// available records of each (one LATERAL branch per partition, each with
+// its own limit), skipping every record whose key has an earlier record
+// still held back (delivery delay or retry backoff): per-key order. Each
+// requested partition with held records also gets one summary row (id 0)
+// whose last column is the seconds until its next held record becomes
+// available, so an idle actor knows when to look again without another
+// query.
+func fetchSQL(records, req string) string {
+	return `WITH req AS (
+				` + req + `
+			), held AS MATERIALIZED (
+				SELECT req.partition, h.key, min(h.id) AS first_id, min(h.available_at) AS next_at
+				FROM req CROSS JOIN LATERAL (
+					SELECT r.key, r.id, r.available_at FROM ` + records + ` r
+					WHERE r.partition = req.partition AND r.available_at IS NOT NULL AND r.available_at > now()
+					OFFSET 0
+				) h
+				GROUP BY req.partition, h.key
+			)
+			SELECT x.* FROM req CROSS JOIN LATERAL (
+				SELECT r.partition, r.id, r.key, r.topic, r.message_id, r.payload, r.metadata::text, r.attempts, r.created_at,
+				       date_part('epoch', now() - r.created_at)
+				FROM ` + records + ` r
+				WHERE r.partition = req.partition AND (r.available_at IS NULL OR r.available_at <= now())
+				  AND NOT EXISTS (SELECT 1 FROM held h WHERE h.partition = r.partition AND h.key = r.key AND h.first_id < r.id)
+				ORDER BY r.id
+				LIMIT req.lim
+			) x
+			UNION ALL
+			SELECT h.partition, 0, '', '', '', ''::bytea, '{}', 0, now(), date_part('epoch', min(h.next_at) - now())
+			FROM held h GROUP BY h.partition`
+}
+
 // openStore checks that the schema is migrated to this binary's version,
 // reads its partition count and opens the delivery pool (openDeliveryPool,
 // with Config.DeliveryConns and Config.Pooler): the store an Engine runs
@@ -186,7 +202,7 @@ func openStore(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*store, err
 	}
 	s.hot, err = openDeliveryPool(ctx, pool, deliveryPoolOptions{
 		conns: cfg.DeliveryConns, transaction: cfg.Pooler == PoolerTransaction, logger: cfg.Logger,
-	}, s.sqlFetch, s.sqlComplete, s.sqlTail)
+	}, s.sqlFetch, s.sqlComplete, s.sqlTailFetch, s.sqlMaxID)
 	if err != nil {
 		return nil, err
 	}
@@ -537,35 +553,80 @@ type fetchResult struct {
 	// or backing off) becomes available; hasHeld says there is one.
 	nextHeld time.Duration
 	hasHeld  bool
+	// cohort is set on a batch the tail poll handed over (see cohort).
+	cohort *cohort
 }
 
 // fetch reads the available records of several partitions in one
 // statement; out[i] is reqs[i]'s share.
 func (s *store) fetch(ctx context.Context, reqs []fetchReq, out []fetchResult) error {
-	ps := make([]int32, len(reqs))
-	lims := make([]int32, len(reqs))
-	at := make(map[int]int, len(reqs))
-	for i, r := range reqs {
-		ps[i], lims[i] = int32(r.p), int32(r.limit)
-		at[r.p] = i
-		out[i] = fetchResult{}
-	}
+	ps, lims := fetchArgs(reqs, out)
 	rows, err := s.hotQuery(ctx, s.sqlFetch, ps, lims)
 	if err != nil {
 		return err
 	}
+	_, err = scanFetch(rows, reqs, out)
+	return err
+}
+
+// tailFetch is the tail poll's fetch (sqlTailFetch): the records of the
+// partitions in reqs that received records with ids above from, as fetch
+// returns them (out[i] is reqs[i]'s share, empty for a partition without
+// new records), and the highest id above from seen in the table (0: none).
+func (s *store) tailFetch(ctx context.Context, from int64, reqs []fetchReq, out []fetchResult) (maxID int64, err error) {
+	ps, lims := fetchArgs(reqs, out)
+	rows, err := s.hotQuery(ctx, s.sqlTailFetch, from, ps, lims)
+	if err != nil {
+		return 0, err
+	}
+	return scanFetch(rows, reqs, out)
+}
+
+// maxID returns the newest record id (0 for an empty table).
+func (s *store) maxID(ctx context.Context) (int64, error) {
+	rows, err := s.hotQuery(ctx, s.sqlMaxID)
+	if err != nil {
+		return 0, err
+	}
+	return pgx.CollectExactlyOneRow(rows, pgx.RowTo[int64])
+}
+
+// fetchArgs returns the partitions and limits of reqs as statement
+// arguments, and empties out.
+func fetchArgs(reqs []fetchReq, out []fetchResult) (ps, lims []int32) {
+	ps = make([]int32, len(reqs))
+	lims = make([]int32, len(reqs))
+	for i, r := range reqs {
+		ps[i], lims[i] = int32(r.p), int32(r.limit)
+		out[i] = fetchResult{}
+	}
+	return ps, lims
+}
+
+// scanFetch reads a fetch statement's rows into out (out[i] is reqs[i]'s
+// share). A row of partition -1 carries the highest id a tail fetch saw,
+// returned as maxID.
+func scanFetch(rows pgx.Rows, reqs []fetchReq, out []fetchResult) (maxID int64, err error) {
 	defer rows.Close()
+	at := make(map[int]int, len(reqs))
+	for i, r := range reqs {
+		at[r.p] = i
+	}
 	for rows.Next() {
 		var f fetched
 		var p, attempts int32
 		var md string
 		var sec float64
 		if err := rows.Scan(&p, &f.id, &f.key, &f.topic, &f.messageID, &f.payload, &md, &attempts, &f.createdAt, &sec); err != nil {
-			return err
+			return 0, err
+		}
+		if p == -1 {
+			maxID = f.id
+			continue
 		}
 		i, ok := at[int(p)]
 		if !ok {
-			return fmt.Errorf("postrelay: fetch returned partition %d, which was not asked for", p)
+			return 0, fmt.Errorf("postrelay: fetch returned partition %d, which was not asked for", p)
 		}
 		if f.id == 0 { // the partition's held-records summary
 			out[i].nextHeld, out[i].hasHeld = time.Duration(sec*float64(time.Second)), true
@@ -579,7 +640,7 @@ func (s *store) fetch(ctx context.Context, reqs []fetchReq, out []fetchResult) e
 		}
 		out[i].batch = append(out[i].batch, f)
 	}
-	return rows.Err()
+	return maxID, rows.Err()
 }
 
 // fetchOne is fetch for one partition.
