@@ -82,16 +82,18 @@ func startOwnCPU(ctx context.Context, pool *pgxpool.Pool) *ownCPU {
 	return m
 }
 
-// since returns the CPU used since the first reading.
-func (m *ownCPU) since(ctx context.Context) time.Duration {
+// since returns the CPU used since the first reading: in all, and of that
+// in this process.
+func (m *ownCPU) since(ctx context.Context) (all, self time.Duration) {
 	if m == nil {
-		return 0
+		return 0, 0
 	}
-	d := selfCPU() - m.self
+	self = selfCPU() - m.self
+	all = self
 	for pid, t := range backendCPU(ctx, m.pool) {
-		d += t - m.backends[pid] // a backend started since counts from 0
+		all += t - m.backends[pid] // a backend started since counts from 0
 	}
-	return d
+	return all, self
 }
 
 // selfCPU is this process's user and system CPU time.

@@ -95,6 +95,8 @@ type SystemRun struct {
 	// PostgreSQL backends' per committed record (ownCPU): what a shared
 	// machine's other work does not inflate.
 	OwnCPUPerRecordUS float64 `json:"own_cpu_us_per_record"`
+	// Of that, this process's (the rest is its PostgreSQL backends').
+	ProcessCPUPerRecordUS float64 `json:"process_cpu_us_per_record"`
 }
 
 // Spread is the median and range of one figure over rounds.
@@ -394,7 +396,8 @@ func steadyOnce(ctx context.Context, producers *pgxpool.Pool, orders string, o o
 			return run, fmt.Errorf("%s: %w", sys, err)
 		}
 	}
-	cpu, ownUsed := machineCPU()-cpu0, own.since(ctx)
+	cpu := machineCPU() - cpu0
+	ownUsed, selfUsed := own.since(ctx)
 	if err := rs.stop(); err != nil {
 		return run, fmt.Errorf("%s: stop: %w", sys, err)
 	}
@@ -406,6 +409,7 @@ func steadyOnce(ctx context.Context, producers *pgxpool.Pool, orders string, o o
 	run.CommitP50MS, run.CommitP99MS, run.CommitMaxMS = pct(cd, 0.5), pct(cd, 0.99), pct(cd, 1)
 	run.CPUPerRecordUS = cpuPerRecordUS(cpu, len(cd))
 	run.OwnCPUPerRecordUS = cpuPerRecordUS(ownUsed, len(cd))
+	run.ProcessCPUPerRecordUS = cpuPerRecordUS(selfUsed, len(cd))
 	if f := os.Getenv("BENCH_LATENCY_DUMP"); f != "" && sys == sysPostrelay { // diagnosis: the last postrelay run's records
 		if err := probe.dump(f); err != nil {
 			return run, err
@@ -457,12 +461,12 @@ func ordersTable(ctx context.Context, pool *pgxpool.Pool, o options) (string, fu
 
 func printRun(out io.Writer, r SystemRun) {
 	if r.System == sysPlain {
-		fmt.Fprintf(out, "  round %d %-20s rate %6.0f/s  (no relay)  COMMIT p50 %.2f / p99 %.2f / max %.2f ms  machine CPU %.0f µs/record, own %.0f\n",
-			r.Round, r.System, r.AchievedRate, r.CommitP50MS, r.CommitP99MS, r.CommitMaxMS, r.CPUPerRecordUS, r.OwnCPUPerRecordUS)
+		fmt.Fprintf(out, "  round %d %-20s rate %6.0f/s  (no relay)  COMMIT p50 %.2f / p99 %.2f / max %.2f ms  machine CPU %.0f µs/record, own %.0f (process %.0f)\n",
+			r.Round, r.System, r.AchievedRate, r.CommitP50MS, r.CommitP99MS, r.CommitMaxMS, r.CPUPerRecordUS, r.OwnCPUPerRecordUS, r.ProcessCPUPerRecordUS)
 		return
 	}
-	fmt.Fprintf(out, "  round %d %-20s rate %6.0f/s  p50 %6.2f  p90 %6.2f  p99 %6.2f  max %7.2f ms  from COMMIT p99 %6.2f ms  COMMIT p50 %.2f / p99 %.2f ms  machine CPU %.0f µs/record, own %.0f  (%d samples)\n",
-		r.Round, r.System, r.AchievedRate, r.P50MS, r.P90MS, r.P99MS, r.MaxMS, r.FromCommitP99MS, r.CommitP50MS, r.CommitP99MS, r.CPUPerRecordUS, r.OwnCPUPerRecordUS, r.Samples)
+	fmt.Fprintf(out, "  round %d %-20s rate %6.0f/s  p50 %6.2f  p90 %6.2f  p99 %6.2f  max %7.2f ms  from COMMIT p99 %6.2f ms  COMMIT p50 %.2f / p99 %.2f ms  machine CPU %.0f µs/record, own %.0f (process %.0f)  (%d samples)\n",
+		r.Round, r.System, r.AchievedRate, r.P50MS, r.P90MS, r.P99MS, r.MaxMS, r.FromCommitP99MS, r.CommitP50MS, r.CommitP99MS, r.CPUPerRecordUS, r.OwnCPUPerRecordUS, r.ProcessCPUPerRecordUS, r.Samples)
 }
 
 func printSummaries(out io.Writer, rate int, ss []SystemSummary) {

@@ -24,17 +24,22 @@
 // <schema>.dead_letters. With Config.Retention the completion also copies
 // delivered rows into <schema>.history, partitioned by day and dropped a
 // day at a time (retention.go), which Replay re-publishes from. Records
-// are found by a tail poll: one query over
-// the newest ids of the partitions this instance owns, which wakes the
-// actor of every partition with new records. While records arrive it runs
-// every TailInterval (2 ms); a second without new records spaces it out to
-// 20 polls a second. The Writer NOTIFYs on commit at most once per
+// are found by a tail poll (listener.go): while records arrive it runs
+// every TailInterval (2 ms), and in one statement scans the primary key
+// above the highest id it saw (less tailLookback, for transactions that
+// committed after that of a higher id) and fetches, for every partition
+// with new records whose actor waits for work, that partition's oldest
+// available records; each actor gets its batch through its handoff
+// (handoff.go: a generation-fenced claim, so a partition is never fetched
+// by the tail and its actor at once). A second without new records spaces
+// the polls out to 20 a second. An actor fetches on its own at start, in a
+// backlog (its last batch was full), and when its timer fires (a held
+// record due, PollInterval). The Writer NOTIFYs on commit at most once per
 // NotifyInterval (250 ms), not for every record: a notifying commit holds
 // PostgreSQL's notification lock until it is durable, which serialized the
 // application's commits when writes notified every 2 ms. A notification
-// wakes the named partition at once and puts the tail poll back to
-// TailInterval, for the first record after a quiet spell; polling every
-// PollInterval is the partition actors' last resort.
+// wakes the tail poll and puts it back to TailInterval, for the first
+// record after a quiet spell.
 //
 // The actors' database work goes through a batcher, as concurrent commits
 // go through PostgreSQL's group commit: fetches (and completions) requested
@@ -47,7 +52,9 @@
 // of each kind run at a time, so the engine's connections stay bounded
 // whatever the partition count. When completions start within two
 // milliseconds of each other, a leader first waits one millisecond for the
-// actors about to complete (as commit_delay does for commits). The fetch also
+// actors about to complete (as commit_delay does for commits); the batches
+// one tail poll handed over form a cohort, whose first completion waits (up
+// to that millisecond) for the rest, so that they complete in one statement. The fetch also
 // reports when the partition's next held record becomes available, so an
 // idle actor sleeps exactly until then.
 //
@@ -118,8 +125,8 @@
 // pool), builds the batcher and each actor's dependencies, and starts a
 // supervision tree (package actors):
 //
-//	root supervisor ─┬─ listener      LISTEN, wakes the partition named and the tail poll
-//	                 ├─ tail poll     wakes the owned partitions with new records
+//	root supervisor ─┬─ listener      LISTEN, wakes the tail poll
+//	                 ├─ tail poll     fetches new records for the waiting partition actors
 //	                 └─ coordinator   heartbeats, leases ── partition actors, one per owned partition
 //
 // Every actor gets what it uses in its own deps struct (partitionDeps,

@@ -116,9 +116,23 @@ func TestRollingRestartKeepsDelivering(t *testing.T) {
 	for i := range live {
 		old := live[i]
 		c.stop(old)
-		live[i] = c.start("r" + strconv.Itoa(i+3))
+		id := "r" + strconv.Itoa(i+3)
+		live[i] = c.start(id)
 		before := len(c.deliveries())
 		waitFor(t, 30*time.Second, "deliveries continue", func() bool { return len(c.deliveries()) > before+50 })
+		// As an orchestrator waits for a replacement to be ready before it
+		// stops the next instance: the new relay holds partitions. (A
+		// relay process starts in ~0.5 s on a quiet machine, several
+		// seconds on a loaded one; stopping the last old relay before its
+		// replacements run leaves nobody to hand over to.)
+		waitFor(t, 30*time.Second, id+" holds partitions", func() bool {
+			for _, owner := range c.owners() {
+				if owner == id {
+					return true
+				}
+			}
+			return false
+		})
 	}
 	close(stopWatch)
 	gap := <-gapDone
