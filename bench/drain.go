@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -143,6 +144,14 @@ func runDrain(ctx context.Context, o options, out io.Writer) (*DrainResult, erro
 // drainOnce starts n relays, commits the preload in one transaction, and
 // times until the records table is empty.
 func drainOnce(ctx context.Context, pool *pgxpool.Pool, o options, n int, out io.Writer) (*DrainResult, error) {
+	return drainWith(ctx, pool, o, n, out, nil)
+}
+
+// drainWith is drainOnce with during, when not nil, started on the schema
+// just before the preload commits and stopped when the outbox is empty
+// (outside the timed window).
+func drainWith(ctx context.Context, pool *pgxpool.Pool, o options, n int, out io.Writer,
+	during func(ctx context.Context, cfg engine.Config) (stop func() error, err error)) (*DrainResult, error) {
 	cfg, cleanup, err := benchSchema(ctx, pool, o)
 	if err != nil {
 		return nil, err
@@ -186,15 +195,25 @@ func drainOnce(ctx context.Context, pool *pgxpool.Pool, o options, n int, out io
 		_ = tx.Rollback(ctx)
 		return nil, err
 	}
+	var stopDuring func() error
+	if during != nil {
+		if stopDuring, err = during(ctx, cfg); err != nil {
+			_ = tx.Rollback(ctx)
+			return nil, err
+		}
+	}
 	if err := tx.Commit(ctx); err != nil {
 		return nil, err
 	}
 	start, cpu0 := time.Now(), machineCPU()
 	end, err := waitDrained(ctx, pool, cfg, lastP, lastID, n, start, out)
+	cpu := machineCPU() - cpu0
+	if stopDuring != nil {
+		err = errors.Join(err, stopDuring())
+	}
 	if err != nil {
 		return nil, err
 	}
-	cpu := machineCPU() - cpu0
 	secs := end.Sub(start).Seconds()
 	res := &DrainResult{
 		Scenario: "drain", Records: o.records, Keys: o.keys, Partitions: o.partitions, Instances: n,

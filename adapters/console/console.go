@@ -101,7 +101,7 @@ func (c *Console) routes() {
 	m.HandleFunc("GET /api/v1/stuck-keys", c.get(c.handleStuckKeys, []string{"topic", "key", "limit"}))
 	m.HandleFunc("GET /api/v1/dead-letters", c.get(c.handleDeadLetters, []string{"topic", "key", "error", "limit", "cursor"}))
 	m.HandleFunc("GET /api/v1/dead-letters/{id}", c.get(c.handleDeadLetter, nil))
-	m.HandleFunc("GET /api/v1/records", c.get(c.handleRecords, []string{"id", "message_id", "key", "limit"}))
+	m.HandleFunc("GET /api/v1/records", c.get(c.handleRecords, []string{"id", "message_id", "key", "limit", "after"}))
 
 	m.HandleFunc("POST /api/v1/stuck-keys/retry", c.mutate(c.handleRetry))
 	m.HandleFunc("POST /api/v1/stuck-keys/dead-letter", c.mutate(c.handleDeadLetterNow))

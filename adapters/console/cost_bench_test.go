@@ -155,9 +155,13 @@ func explain(b *testing.B, c *Console, key, msgID string, recID int64) {
 		{"dead window end", s.sqlDeadWindowEnd, []any{int64(1) << 62, deadWindow}},
 		{"dead one", s.sqlDeadOne, []any{int64(10000500), payloadShowMax}},
 		{"lookup id", s.sqlLookupID, []any{recID, parts}},
-		{"lookup key", s.sqlLookupKey, []any{p, key, limitDefault, deadWindow}},
-		{"lookup message id with key", s.sqlLookupMessage, []any{msgID, p, deadWindow}},
-		{"lookup message id", s.sqlLookupMessage, []any{msgID, -1, deadWindow}},
+		{"lookup scan window", s.sqlScanWindow, []any{p, 0, recordScan}},
+		{"lookup key in window", s.sqlLookupWindow, []any{p, 0, int64(1) << 62, key, "", limitDefault}},
+		{"lookup message id in window", s.sqlLookupWindow, []any{p, 0, int64(1) << 62, "", msgID, limitDefault}},
+		{"lookup message id in the heads", s.sqlLookupHeads, []any{msgID, recordScan / 64, heldScan, limitDefault}},
+		{"partitions beyond the heads", s.sqlHeadsBeyond, []any{recordScan / 64}},
+		{"dead letters of a key", s.sqlDeadByKey, []any{key, deadWindow, limitDefault}},
+		{"dead letters of a message id", s.sqlDeadByMessage, []any{msgID, limitDefault}},
 	} {
 		rows, err := c.pool.Query(ctx, "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF, TIMING OFF) "+q.sql, q.args...)
 		require.NoError(b, err, q.name)

@@ -39,9 +39,19 @@
 //
 // # Cost
 //
-// Every query is bounded by a LIMIT on an index scan (see store.go, which
-// names each index), except a lookup by message id without a key, which
-// reads the records table (there is no index on message_id).
+// Every statement reads a bounded number of rows through an index (see
+// store.go, which names the index of each; TestConsoleQueriesUseIndexes
+// checks that no plan falls back to a sequential scan of records or
+// dead_letters). The records table has no index on key or message_id — it
+// is the relays' hot table, and every application write would pay for
+// one — so a lookup reads at most 10,000 records: with a key (alone or
+// with a message id), the first 10,000 of the key's partition, in id
+// order, and the answer's next_after continues the scan; with a message id
+// alone, the first 10,000 / partitions records of every partition and the
+// first 10,000 held records. The answer's complete and searched fields say
+// what was read. Dead letters are found by message id through their own
+// index (schema version 4), by key among the newest 10,000. A filter-wide
+// requeue or purge reads the dead letters 10,000 at a time.
 //
 // # Security
 //
