@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/postrelay/postrelay/adapters/console"
 	"github.com/postrelay/postrelay/engine"
 )
@@ -91,12 +93,12 @@ func runConsole(ctx context.Context, o options, out io.Writer) (*ConsoleResult, 
 		}
 		for _, withConsole := range order {
 			var p *consolePoller
-			var during func(context.Context, engine.Config) (func() error, error)
+			var obs drainObserver
 			if withConsole {
 				p = &consolePoller{o: o}
-				during = p.start
+				obs = p
 			}
-			d, err := drainWith(ctx, pool, o, 1, io.Discard, during)
+			d, err := drainWith(ctx, pool, o, 1, io.Discard, obs)
 			if err != nil {
 				return nil, err
 			}
@@ -160,34 +162,42 @@ type consolePoller struct {
 	o       options
 	took    []float64          // each poll's duration, ms
 	callMax map[string]float64 // each call's slowest answer, ms
+	pool    *pgxpool.Pool
+	srv     *httptest.Server
+	cancel  context.CancelFunc
+	begun   chan struct{}
+	wg      sync.WaitGroup
+	err     error
 }
 
-func (p *consolePoller) start(ctx context.Context, cfg engine.Config) (func() error, error) {
-	o := p.o
+func (p *consolePoller) prepare(ctx context.Context, cfg engine.Config) error {
 	p.callMax = map[string]float64{}
-	pool, err := openPool(ctx, o, 4)
+	pool, err := openPool(ctx, p.o, 4)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	con, err := console.New(pool, console.Config{Schema: cfg.Schema, ReadOnly: true})
 	if err != nil {
 		pool.Close()
-		return nil, err
+		return err
 	}
-	srv := httptest.NewServer(con)
-	ctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	var pollErr error
-	wg.Go(func() {
-		tick := time.NewTicker(o.consoleInterval)
+	p.pool, p.srv, p.begun = pool, httptest.NewServer(con), make(chan struct{})
+	ctx, p.cancel = context.WithCancel(ctx)
+	p.wg.Go(func() {
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.begun:
+		}
+		tick := time.NewTicker(p.o.consoleInterval)
 		defer tick.Stop()
 		for {
 			t0 := time.Now()
 			for _, path := range consolePolls {
 				c0 := time.Now()
-				if err := getOK(ctx, srv.Client(), srv.URL+path); err != nil {
+				if err := getOK(ctx, p.srv.Client(), p.srv.URL+path); err != nil {
 					if ctx.Err() == nil {
-						pollErr = err
+						p.err = err
 					}
 					return
 				}
@@ -201,13 +211,17 @@ func (p *consolePoller) start(ctx context.Context, cfg engine.Config) (func() er
 			}
 		}
 	})
-	return func() error {
-		cancel()
-		wg.Wait()
-		srv.Close()
-		pool.Close()
-		return pollErr
-	}, nil
+	return nil
+}
+
+func (p *consolePoller) begin() { close(p.begun) }
+
+func (p *consolePoller) stop() error {
+	p.cancel()
+	p.wg.Wait()
+	p.srv.Close()
+	p.pool.Close()
+	return p.err
 }
 
 func getOK(ctx context.Context, c *http.Client, url string) error {

@@ -147,11 +147,17 @@ func drainOnce(ctx context.Context, pool *pgxpool.Pool, o options, n int, out io
 	return drainWith(ctx, pool, o, n, out, nil)
 }
 
-// drainWith is drainOnce with during, when not nil, started on the schema
-// just before the preload commits and stopped when the outbox is empty
-// (outside the timed window).
-func drainWith(ctx context.Context, pool *pgxpool.Pool, o options, n int, out io.Writer,
-	during func(ctx context.Context, cfg engine.Config) (stop func() error, err error)) (*DrainResult, error) {
+// drainObserver runs beside a drain: prepared on the schema before the
+// preload commits, begun right after the commit (when the clock starts),
+// stopped when the outbox is empty.
+type drainObserver interface {
+	prepare(ctx context.Context, cfg engine.Config) error
+	begin()
+	stop() error
+}
+
+// drainWith is drainOnce with an observer (nil for none).
+func drainWith(ctx context.Context, pool *pgxpool.Pool, o options, n int, out io.Writer, obs drainObserver) (*DrainResult, error) {
 	cfg, cleanup, err := benchSchema(ctx, pool, o)
 	if err != nil {
 		return nil, err
@@ -195,21 +201,26 @@ func drainWith(ctx context.Context, pool *pgxpool.Pool, o options, n int, out io
 		_ = tx.Rollback(ctx)
 		return nil, err
 	}
-	var stopDuring func() error
-	if during != nil {
-		if stopDuring, err = during(ctx, cfg); err != nil {
+	if obs != nil {
+		if err := obs.prepare(ctx, cfg); err != nil {
 			_ = tx.Rollback(ctx)
 			return nil, err
 		}
 	}
 	if err := tx.Commit(ctx); err != nil {
+		if obs != nil {
+			err = errors.Join(err, obs.stop())
+		}
 		return nil, err
 	}
 	start, cpu0 := time.Now(), machineCPU()
+	if obs != nil {
+		obs.begin()
+	}
 	end, err := waitDrained(ctx, pool, cfg, lastP, lastID, n, start, out)
 	cpu := machineCPU() - cpu0
-	if stopDuring != nil {
-		err = errors.Join(err, stopDuring())
+	if obs != nil {
+		err = errors.Join(err, obs.stop())
 	}
 	if err != nil {
 		return nil, err

@@ -91,7 +91,7 @@ func (c *Console) handleStatus(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	parts, err := c.store.partitions(ctx, PartitionsParams{Cap: pendingCap(n)})
+	parts, err := c.readPartitions(ctx, n)
 	if err != nil {
 		return wrapQuery("read partitions", err)
 	}
@@ -161,7 +161,7 @@ func (c *Console) handlePartitions(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
-	parts, err := c.store.partitions(r.Context(), PartitionsParams{Cap: pendingCap(n)})
+	parts, err := c.readPartitions(r.Context(), n)
 	if err != nil {
 		return wrapQuery("read partitions", err)
 	}

@@ -10,8 +10,10 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -37,6 +39,38 @@ type Console struct {
 
 	mu         sync.Mutex
 	partitions int // the schema's partition count, read once
+
+	// The last partitions read, shared by every request for partitionsTTL.
+	partsMu   sync.Mutex
+	partsAt   time.Time
+	partsRows []partitionRow
+}
+
+// partitionsTTL is how long one read of the partitions answers every
+// status and partitions request: the pages of any number of viewers cost
+// at most one read a second.
+const partitionsTTL = time.Second
+
+func (c *Console) forgetPartitions() {
+	c.partsMu.Lock()
+	c.partsRows = nil
+	c.partsMu.Unlock()
+}
+
+// readPartitions returns the partitions' rows, read at most once per
+// partitionsTTL; concurrent requests wait for one read.
+func (c *Console) readPartitions(ctx context.Context, n int) ([]partitionRow, error) {
+	c.partsMu.Lock()
+	defer c.partsMu.Unlock()
+	if c.partsRows != nil && time.Since(c.partsAt) < partitionsTTL {
+		return slices.Clone(c.partsRows), nil
+	}
+	rows, err := c.store.partitions(ctx, PartitionsParams{Cap: pendingCap(n)})
+	if err != nil {
+		return nil, err
+	}
+	c.partsRows, c.partsAt = rows, time.Now()
+	return slices.Clone(rows), nil
 }
 
 // New returns a console for the outbox in cfg.Schema. It validates cfg; the
@@ -189,6 +223,7 @@ func (c *Console) mutate(h func(http.ResponseWriter, *http.Request) error) http.
 		r.Body = http.MaxBytesReader(w, r.Body, c.cfg.MaxBodyBytes)
 		ctx, cancel := context.WithTimeout(r.Context(), c.cfg.QueryTimeout)
 		defer cancel()
+		defer c.forgetPartitions() // the change shows on the next read
 		if err := h(w, r.WithContext(ctx)); err != nil {
 			c.fail(w, r, err)
 		}

@@ -43,19 +43,21 @@ func newStore(pool *pgxpool.Pool, schema string) *store {
 		// meta primary key.
 		sqlPartitionCount: `SELECT value::int FROM ` + meta + ` WHERE key = 'partitions'`,
 		// One row per partition (partitions primary key). Per partition:
-		// pending counted up to $1 and held up to $1 (records primary key
-		// (partition, id), index-only; records_held), and the head record
-		// (lowest id, one probe of the primary key).
+		// pending counted up to $1 and the head (lowest id) in one walk of
+		// the records primary key (partition, id), index-only; the head's
+		// age by one probe of the primary key; held counted up to $1
+		// (records_held). The walk from the head is what the relay's fetch
+		// does too: it steps over the index entries of delivered records
+		// not yet vacuumed.
 		sqlPartitions: `SELECT p.partition, coalesce(p.owner, ''), p.epoch,
 				coalesce(date_part('epoch', p.lease_until - now()), 0),
 				c.n, hc.n, coalesce(date_part('epoch', now() - h.created_at), 0)
 			FROM ` + partitions + ` p
-			CROSS JOIN LATERAL (SELECT count(*) AS n FROM (SELECT 1 FROM ` + records + ` r
+			CROSS JOIN LATERAL (SELECT count(*) AS n, min(x.id) AS head FROM (SELECT r.id FROM ` + records + ` r
 				WHERE r.partition = p.partition ORDER BY r.id LIMIT $1) x) c
 			CROSS JOIN LATERAL (SELECT count(*) AS n FROM (SELECT 1 FROM ` + records + ` r
 				WHERE r.partition = p.partition AND r.available_at IS NOT NULL ORDER BY r.available_at LIMIT $1) x) hc
-			LEFT JOIN LATERAL (SELECT r.created_at FROM ` + records + ` r
-				WHERE r.partition = p.partition ORDER BY r.id LIMIT 1) h ON true
+			LEFT JOIN ` + records + ` h ON h.partition = p.partition AND h.id = c.head
 			ORDER BY p.partition`,
 		// instances primary key order; a handful of rows.
 		sqlInstances: `SELECT id, hostname, pid, started_at, date_part('epoch', now() - heartbeat_at)
