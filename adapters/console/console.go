@@ -40,16 +40,19 @@ type Console struct {
 	mu         sync.Mutex
 	partitions int // the schema's partition count, read once
 
-	// The last partitions read, shared by every request for partitionsTTL.
+	// The last backlog read (pending, held, oldest per partition), shared
+	// by every request for backlogTTL.
 	partsMu   sync.Mutex
 	partsAt   time.Time
 	partsRows []partitionRow
 }
 
-// partitionsTTL is how long one read of the partitions answers every
-// status and partitions request: the pages of any number of viewers cost
-// at most one read a second.
-const partitionsTTL = time.Second
+// backlogTTL is how long one read of the partitions' backlog answers every
+// status and partitions request (the pages refresh every 5 s): reading it
+// walks the head of every partition, the statement of the console that
+// costs the most on a busy outbox, so any number of viewers cost at most one
+// read per backlogTTL. The leases are read on every request.
+const backlogTTL = 5 * time.Second
 
 func (c *Console) forgetPartitions() {
 	c.partsMu.Lock()
@@ -57,20 +60,35 @@ func (c *Console) forgetPartitions() {
 	c.partsMu.Unlock()
 }
 
-// readPartitions returns the partitions' rows, read at most once per
-// partitionsTTL; concurrent requests wait for one read.
+// readPartitions returns the partitions: the leases as they are now, the
+// backlog as read at most backlogTTL ago (the oldest record's age moved on
+// by the time since); concurrent requests wait for one read.
 func (c *Console) readPartitions(ctx context.Context, n int) ([]partitionRow, error) {
 	c.partsMu.Lock()
 	defer c.partsMu.Unlock()
-	if c.partsRows != nil && time.Since(c.partsAt) < partitionsTTL {
-		return slices.Clone(c.partsRows), nil
+	if c.partsRows == nil || len(c.partsRows) != n || time.Since(c.partsAt) >= backlogTTL {
+		rows, err := c.store.partitions(ctx, PartitionsParams{Cap: pendingCap(n)})
+		if err != nil {
+			return nil, err
+		}
+		c.partsRows, c.partsAt = rows, time.Now()
+		return slices.Clone(rows), nil
 	}
-	rows, err := c.store.partitions(ctx, PartitionsParams{Cap: pendingCap(n)})
+	leases, err := c.store.leases(ctx)
 	if err != nil {
 		return nil, err
 	}
-	c.partsRows, c.partsAt = rows, time.Now()
-	return slices.Clone(rows), nil
+	age := time.Since(c.partsAt).Seconds()
+	out := slices.Clone(c.partsRows)
+	for i := range out {
+		if i < len(leases) && leases[i].Partition == out[i].Partition {
+			out[i].Owner, out[i].Epoch, out[i].LeaseLeft = leases[i].Owner, leases[i].Epoch, leases[i].LeaseLeft
+		}
+		if out[i].OldestAge > 0 {
+			out[i].OldestAge += age
+		}
+	}
+	return out, nil
 }
 
 // New returns a console for the outbox in cfg.Schema. It validates cfg; the

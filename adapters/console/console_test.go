@@ -579,3 +579,31 @@ func TestConsolePurgeByFilterAcrossWindows(t *testing.T) {
 	require.JSONEq(t, `{"purged":5}`, string(a.body))
 	require.Equal(t, 25_000, b.count(t, "dead_letters"))
 }
+
+// The backlog (pending, held, oldest per partition) is read once per 5 s
+// for every viewer; a change made from the console forgets it.
+func TestConsoleBacklogReadOncePerInterval(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	b.write(t, recs("orders", "k1", 3)...)
+	p := b.partitionOf("k1")
+	pending := func() int64 {
+		var v struct {
+			Partitions []struct {
+				Pending int64 `json:"pending"`
+			} `json:"partitions"`
+		}
+		b.get(t, "/api/v1/partitions").decode(t, &v)
+		return v.Partitions[p].Pending
+	}
+	read := time.Now()
+	require.Equal(t, int64(3), pending())
+	b.write(t, recs("orders", "k1", 2)...)
+	got := pending()
+	if time.Since(read) < 5*time.Second { // else the backlog was read again, rightly
+		require.Equal(t, int64(3), got, "the backlog read a moment ago")
+	}
+	a := b.post(t, "/api/v1/stuck-keys/retry", testToken, map[string]any{"records": []map[string]any{{"partition": p, "id": 1}}})
+	require.Equal(t, http.StatusOK, a.code, "%s", a.body)
+	require.Equal(t, int64(5), pending())
+}

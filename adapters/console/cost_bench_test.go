@@ -2,6 +2,7 @@ package console
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -95,6 +96,20 @@ func BenchmarkConsolePages(b *testing.B) {
 	require.NoError(b, err)
 	srv := httptest.NewServer(con)
 	b.Cleanup(srv.Close)
+	var deadMsgID string
+	require.NoError(b, pool.QueryRow(ctx, `SELECT message_id FROM `+id("dead_letters")+` WHERE id = 10000500`).Scan(&deadMsgID))
+	// The continuation of the key's lookup past its first 10,000 records.
+	var first struct {
+		NextAfter *string `json:"next_after"`
+	}
+	resp, err := http.Get(srv.URL + "/api/v1/records?message_id=" + msgID + "&key=" + key)
+	require.NoError(b, err)
+	require.NoError(b, json.NewDecoder(resp.Body).Decode(&first))
+	resp.Body.Close()
+	next := "0"
+	if first.NextAfter != nil {
+		next = *first.NextAfter
+	}
 	calls := []struct{ name, path string }{
 		{"status", "/api/v1/status"},
 		{"history", "/api/v1/history"},
@@ -106,7 +121,9 @@ func BenchmarkConsolePages(b *testing.B) {
 		{"lookup-id", fmt.Sprintf("/api/v1/records?id=%d", recID)},
 		{"lookup-key", "/api/v1/records?key=" + key},
 		{"lookup-message-id-with-key", "/api/v1/records?message_id=" + msgID + "&key=" + key},
+		{"lookup-message-id-with-key-next", "/api/v1/records?message_id=" + msgID + "&key=" + key + "&after=" + next},
 		{"lookup-message-id", "/api/v1/records?message_id=" + msgID},
+		{"lookup-dead-message-id", "/api/v1/records?message_id=" + deadMsgID},
 	}
 	for _, c := range calls {
 		b.Run(c.name, func(b *testing.B) {

@@ -36,6 +36,7 @@ func TestConsoleQueriesUseIndexes(t *testing.T) {
 		args []any
 	}{
 		{"partitions", s.sqlPartitions, []any{1000}},
+		{"leases", s.sqlLeases, nil},
 		{"dead count", s.sqlDeadCount, []any{DeadLetterCountCap + 1}},
 		{"stuck keys", s.sqlStuck, []any{heldScan, -1, "", "", limitDefault, waitingWindow}},
 		{"stuck keys of a partition", s.sqlStuck, []any{heldScan, 3, "", "k", limitDefault, waitingWindow}},

@@ -18,11 +18,11 @@ type store struct {
 	pool   *pgxpool.Pool
 	schema string
 
-	sqlPartitionCount, sqlPartitions, sqlInstances, sqlDeadCount, sqlCounters   string
-	sqlStuck, sqlRetry, sqlDeadLetterNow                                        string
-	sqlDeadList, sqlDeadWindowEnd, sqlDeadOne, sqlDeadMove                      string
-	sqlLookupID, sqlScanWindow, sqlLookupWindow, sqlLookupHeads, sqlHeadsBeyond string
-	sqlDeadByKey, sqlDeadByMessage                                              string
+	sqlPartitionCount, sqlPartitions, sqlLeases, sqlInstances, sqlDeadCount, sqlCounters string
+	sqlStuck, sqlRetry, sqlDeadLetterNow                                                 string
+	sqlDeadList, sqlDeadWindowEnd, sqlDeadOne, sqlDeadMove                               string
+	sqlLookupID, sqlScanWindow, sqlLookupWindow, sqlLookupHeads, sqlHeadsBeyond          string
+	sqlDeadByKey, sqlDeadByMessage                                                       string
 }
 
 func newStore(pool *pgxpool.Pool, schema string) *store {
@@ -59,6 +59,9 @@ func newStore(pool *pgxpool.Pool, schema string) *store {
 				WHERE r.partition = p.partition AND r.available_at IS NOT NULL ORDER BY r.available_at LIMIT $1) x) hc
 			LEFT JOIN ` + records + ` h ON h.partition = p.partition AND h.id = c.head
 			ORDER BY p.partition`,
+		// The leases alone (partitions primary key order).
+		sqlLeases: `SELECT partition, coalesce(owner, ''), epoch, coalesce(date_part('epoch', lease_until - now()), 0)
+			FROM ` + partitions + ` ORDER BY partition`,
 		// instances primary key order; a handful of rows.
 		sqlInstances: `SELECT id, hostname, pid, started_at, date_part('epoch', now() - heartbeat_at)
 			FROM ` + instances + ` ORDER BY id LIMIT 1000`,
@@ -246,6 +249,26 @@ func (s *store) partitions(ctx context.Context, p PartitionsParams) ([]partition
 		r.Pending = min(r.Pending, int64(p.Cap))
 		r.HeldCapped = r.Held > int64(p.Cap)
 		r.Held = min(r.Held, int64(p.Cap))
+		out = append(out, r)
+		return nil
+	})
+	return out, err
+}
+
+// leases reads every partition's lease (owner, epoch, lease left) without
+// its backlog.
+func (s *store) leases(ctx context.Context) ([]partitionRow, error) {
+	rows, err := s.pool.Query(ctx, s.sqlLeases)
+	if err != nil {
+		return nil, err
+	}
+	var out []partitionRow
+	var r partitionRow
+	_, err = pgx.ForEachRow(rows, []any{&r.Partition, &r.Owner, &r.Epoch, &r.LeaseLeft}, func() error {
+		r.LeaseLeft = max(r.LeaseLeft, 0)
+		if r.LeaseLeft == 0 {
+			r.Owner = ""
+		}
 		out = append(out, r)
 		return nil
 	})
