@@ -1,16 +1,21 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/postrelay/postrelay/adapters/console"
@@ -49,6 +54,9 @@ type ConsoleResult struct {
 	// drain: its duration, and how many polls ran.
 	PollMS Spread `json:"poll_ms"`
 	Polls  int    `json:"polls"`
+	// The console's PostgreSQL backends' CPU time over the drain's machine
+	// CPU time, in percent, over the polling drains.
+	ConsoleDBCPUPct Spread `json:"console_db_cpu_pct"`
 }
 
 // ConsoleRun is one drain.
@@ -63,6 +71,10 @@ type ConsoleRun struct {
 	PollMaxMS      float64 `json:"poll_max_ms,omitempty"`
 	// Each call's slowest answer, ms.
 	CallMaxMS map[string]float64 `json:"call_max_ms,omitempty"`
+	// CPU time of the console's PostgreSQL backends (from /proc), and its
+	// share of the drain's machine CPU.
+	ConsoleDBCPUMS  float64 `json:"console_db_cpu_ms,omitempty"`
+	ConsoleDBCPUPct float64 `json:"console_db_cpu_pct,omitempty"`
 }
 
 // runConsole drains --records (default 1,000,000) through one relay
@@ -108,6 +120,8 @@ func runConsole(ctx context.Context, o options, out io.Writer) (*ConsoleResult, 
 			if p != nil {
 				label = "with console"
 				r.Polls, r.CallMaxMS = len(p.took), p.callMax
+				r.ConsoleDBCPUMS = float64(p.dbCPU.Microseconds()) / 1000
+				r.ConsoleDBCPUPct = 100 * r.ConsoleDBCPUMS / (r.CPUPerRecordUS * float64(o.records) / 1000)
 				if len(p.took) > 0 {
 					r.PollMedianMS, r.PollMaxMS = median(p.took), slices.Max(p.took)
 				}
@@ -121,7 +135,7 @@ func runConsole(ctx context.Context, o options, out io.Writer) (*ConsoleResult, 
 				for _, path := range consolePolls {
 					fmt.Fprintf(out, " %s %.1f ms", path[len("/api/v1/"):], r.CallMaxMS[path])
 				}
-				fmt.Fprint(out, ")")
+				fmt.Fprintf(out, "; console's backends %.0f ms CPU, %.1f %% of the drain's)", r.ConsoleDBCPUMS, r.ConsoleDBCPUPct)
 			}
 			fmt.Fprintln(out)
 		}
@@ -141,6 +155,7 @@ func runConsole(ctx context.Context, o options, out io.Writer) (*ConsoleResult, 
 	res.WithoutCPU, res.WithCPU = pick(false, cpu), pick(true, cpu)
 	res.RateCostPct = 100 * (1 - res.With.Median/res.Without.Median)
 	res.CPUCostPct = 100 * (res.WithCPU.Median/res.WithoutCPU.Median - 1)
+	res.ConsoleDBCPUPct = pick(true, func(r ConsoleRun) float64 { return r.ConsoleDBCPUPct })
 	res.Polls = len(polls)
 	if len(polls) > 0 {
 		res.PollMS = Spread{Median: median(polls), Min: slices.Min(polls), Max: slices.Max(polls)}
@@ -151,6 +166,8 @@ func runConsole(ctx context.Context, o options, out io.Writer) (*ConsoleResult, 
 		res.With.Median, res.With.Min, res.With.Max, res.WithCPU.Median)
 	fmt.Fprintf(out, "cost of the console: %.1f %% of the drain rate by medians, %.1f %% machine CPU per record; one poll %.1f ms median (%.1f–%.1f, %d polls)\n",
 		res.RateCostPct, res.CPUCostPct, res.PollMS.Median, res.PollMS.Min, res.PollMS.Max, res.Polls)
+	fmt.Fprintf(out, "the console's PostgreSQL backends used %.1f %% of the drain's machine CPU (median; %.1f–%.1f)\n",
+		res.ConsoleDBCPUPct.Median, res.ConsoleDBCPUPct.Min, res.ConsoleDBCPUPct.Max)
 	return res, nil
 }
 
@@ -168,11 +185,26 @@ type consolePoller struct {
 	begun   chan struct{}
 	wg      sync.WaitGroup
 	err     error
+	pidsMu  sync.Mutex
+	pids    []int         // the console pool's backends
+	cpu0    time.Duration // their CPU time at begin
+	dbCPU   time.Duration // their CPU time from begin to stop
 }
 
 func (p *consolePoller) prepare(ctx context.Context, cfg engine.Config) error {
 	p.callMax = map[string]float64{}
-	pool, err := openPool(ctx, p.o, 4)
+	pcfg, err := pgxpool.ParseConfig(p.o.databaseURL)
+	if err != nil {
+		return err
+	}
+	pcfg.MaxConns = 4
+	pcfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
+		p.pidsMu.Lock()
+		defer p.pidsMu.Unlock()
+		p.pids = append(p.pids, int(c.PgConn().PID()))
+		return nil
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return err
 	}
@@ -180,6 +212,20 @@ func (p *consolePoller) prepare(ctx context.Context, cfg engine.Config) error {
 	if err != nil {
 		pool.Close()
 		return err
+	}
+	// Connect the pool's 4 connections now, as a console that has been
+	// open a while has: their start-up is not the console's polling cost.
+	var conns []*pgxpool.Conn
+	for range 4 {
+		c, err := pool.Acquire(ctx)
+		if err != nil {
+			pool.Close()
+			return err
+		}
+		conns = append(conns, c)
+	}
+	for _, c := range conns {
+		c.Release()
 	}
 	p.pool, p.srv, p.begun = pool, httptest.NewServer(con), make(chan struct{})
 	ctx, p.cancel = context.WithCancel(ctx)
@@ -214,14 +260,48 @@ func (p *consolePoller) prepare(ctx context.Context, cfg engine.Config) error {
 	return nil
 }
 
-func (p *consolePoller) begin() { close(p.begun) }
+func (p *consolePoller) begin() {
+	p.pidsMu.Lock()
+	for _, pid := range p.pids {
+		p.cpu0 += processCPU(pid)
+	}
+	p.pidsMu.Unlock()
+	close(p.begun)
+}
 
 func (p *consolePoller) stop() error {
 	p.cancel()
 	p.wg.Wait()
 	p.srv.Close()
+	p.pidsMu.Lock()
+	for _, pid := range p.pids {
+		p.dbCPU += processCPU(pid)
+	}
+	p.dbCPU -= p.cpu0
+	p.pidsMu.Unlock()
 	p.pool.Close()
 	return p.err
+}
+
+// processCPU is a process's user and system CPU time so far (0 if it is
+// gone or /proc is not readable: PostgreSQL on another machine).
+func processCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name (which may hold spaces) in ")".
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * time.Second / clockTicks
 }
 
 func getOK(ctx context.Context, c *http.Client, url string) error {
