@@ -24,7 +24,7 @@ const (
 	heldScan       = 10000 // held records read for the stuck keys
 	waitingWindow  = 256   // records after a stuck head searched for its key
 	deadWindow     = 10000 // dead letters read per list page, and searched for a key
-	recordScan     = 10000 // pending records read per lookup (by key or message id)
+	recordScan     = 5000  // pending records read per lookup (by key or message id)
 	idsMax         = 1000  // ids in one mutating call
 	moveBatch      = 1000  // dead letters moved per statement of a filter-wide call
 	payloadShowMax = 64 << 10
@@ -526,7 +526,7 @@ func (c *Console) handleRecords(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	p := LookupParams{ID: id, MessageID: msg, Key: key, Partition: -1, After: after, Scan: recordScan, HeldScan: heldScan,
+	p := LookupParams{ID: id, MessageID: msg, Key: key, Partition: -1, After: after, Scan: recordScan, HeldScan: recordScan,
 		DeadWindow: deadWindow, SkipDead: after > 0, Limit: int(limit)}
 	if key != "" {
 		p.Partition = engine.Partition(key, n)

@@ -486,14 +486,14 @@ func (b *bundle) lookup(t *testing.T, query string) lookupAnswer {
 
 // A lookup reads a bounded number of records and says what it read: by
 // message id without a key, the head of every partition and the held
-// records (and points to the key); with a key, the first 10,000 records of
+// records (and points to the key); with a key, the first 5,000 records of
 // the key's partition, continued with after; dead letters by message id
 // through their index, all of them.
 func TestConsoleLookupIsBounded(t *testing.T) {
 	t.Parallel()
 	b := setup(t, nil)
 	ctx := context.Background()
-	hot := recs("orders", "hot", 10_050)
+	hot := recs("orders", "hot", 5_050)
 	for i := range hot {
 		hot[i].MessageID = fmt.Sprint("m-", i)
 	}
@@ -503,41 +503,41 @@ func TestConsoleLookupIsBounded(t *testing.T) {
 		other[i].MessageID = fmt.Sprint("o-", i)
 	}
 	b.write(t, other...)
-	// m-9000 is held (a retry backoff): far from its partition's head,
+	// m-4000 is held (a retry backoff): far from its partition's head,
 	// but the held records are searched.
-	_, err := b.pool.Exec(ctx, "UPDATE "+b.ident("records")+" SET attempts = 1, available_at = now() + interval '1 hour' WHERE message_id = 'm-9000'")
+	_, err := b.pool.Exec(ctx, "UPDATE "+b.ident("records")+" SET attempts = 1, available_at = now() + interval '1 hour' WHERE message_id = 'm-4000'")
 	require.NoError(t, err)
 	_, err = b.pool.Exec(ctx, `INSERT INTO `+b.ident("dead_letters")+`
 		(id, partition, key, topic, message_id, payload, metadata, created_at, attempts, last_error)
 		VALUES (900000, 3, 'gone', 'orders', 'dead-1', '\x7b7d', '{}', now(), 10, 'refused')`)
 	require.NoError(t, err)
 
-	// Without a key: the head of each partition (10,000 / 16 = 625 records).
+	// Without a key: the head of each partition (5,000 / 16 = 312 records).
 	a := b.lookup(t, "message_id=m-5")
 	require.Equal(t, "pending", a.State)
 	require.Equal(t, "m-5", a.Records[0].MessageID)
 	require.False(t, a.Complete)
-	require.Contains(t, a.Searched, "the first 625 pending records of each of the 16 partitions")
+	require.Contains(t, a.Searched, "the first 312 pending records of each of the 16 partitions")
 	require.Contains(t, a.Searched, "give the record's key")
 	require.Nil(t, a.NextAfter)
-	a = b.lookup(t, "message_id=m-9000")
+	a = b.lookup(t, "message_id=m-4000")
 	require.Equal(t, "held", a.State)
-	a = b.lookup(t, "message_id=m-10040")
+	a = b.lookup(t, "message_id=m-5040")
 	require.Equal(t, "not_found", a.State)
 	require.False(t, a.Complete)
 	a = b.lookup(t, "message_id=dead-1")
 	require.Equal(t, "dead_lettered", a.State)
 	require.Contains(t, a.Searched, "every dead letter")
 
-	// With the key: its partition's first 10,000 records, then the rest.
-	a = b.lookup(t, "message_id=m-10040&key=hot")
+	// With the key: its partition's first 5,000 records, then the rest.
+	a = b.lookup(t, "message_id=m-5040&key=hot")
 	require.Equal(t, "not_found", a.State)
 	require.False(t, a.Complete)
-	require.Contains(t, a.Searched, "the first 10000 pending records of partition")
+	require.Contains(t, a.Searched, "the first 5000 pending records of partition")
 	require.NotNil(t, a.NextAfter)
-	a = b.lookup(t, "message_id=m-10040&key=hot&after="+*a.NextAfter)
+	a = b.lookup(t, "message_id=m-5040&key=hot&after="+*a.NextAfter)
 	require.Equal(t, "pending", a.State)
-	require.Equal(t, "m-10040", a.Records[0].MessageID)
+	require.Equal(t, "m-5040", a.Records[0].MessageID)
 	require.True(t, a.Complete, a.Searched)
 	require.Nil(t, a.NextAfter)
 
@@ -547,7 +547,7 @@ func TestConsoleLookupIsBounded(t *testing.T) {
 	require.False(t, a.Complete)
 	require.NotNil(t, a.NextAfter)
 	a = b.lookup(t, "key=hot&limit=3&after="+*a.NextAfter)
-	require.Equal(t, "m-10000", a.Records[0].MessageID)
+	require.Equal(t, "m-5000", a.Records[0].MessageID)
 	require.True(t, a.Complete, a.Searched)
 	// A partition within the bound is read whole (unless it is hot's).
 	if b.partitionOf("other") != b.partitionOf("hot") {
