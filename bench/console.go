@@ -77,11 +77,11 @@ type ConsoleRun struct {
 	ConsoleDBCPUPct float64 `json:"console_db_cpu_pct,omitempty"`
 }
 
-// runConsole drains --records (default 1,000,000) through one relay
+// runConsole drains --records (default 200,000) through one relay
 // (memory broker) --rounds times without and with a console polling its
 // pages' API calls every --console-interval, alternated.
 func runConsole(ctx context.Context, o options, out io.Writer) (*ConsoleResult, error) {
-	o.records = orInt(o.records, 1_000_000)
+	o.records = orInt(o.records, 200_000)
 	o.keys = orInt(o.keys, 1000)
 	o.publishDelay = orDur(o.publishDelay, 0)
 	o.rounds = orInt(o.rounds, 3)

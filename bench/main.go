@@ -10,7 +10,7 @@
 //	go run ./bench latency  [--rate 1000[,3000,5000]] [--duration 10s] [--warmup 2s] [--rounds 1] [--baseline river,watermill-forwarder]
 //	go run ./bench scale    [--instances 1,2,4,8] [--instance-concurrency 8] [--publish-delay 5ms]
 //	go run ./bench write    [--clients 8] [--duration 5s] [--commit-rates 1000,3000] [--rounds 3] [--baseline river,watermill-forwarder]
-//	go run ./bench console  [--records 1000000] [--rounds 3] [--console-interval 1s] (a drain's cost of a polling console)
+//	go run ./bench console  [--records 200000] [--rounds 3] [--console-interval 1s] (a drain's cost of a polling console)
 //	go run ./bench catalogs [--vacuum-catalogs] (the system catalogs' sizes and dead tuples)
 //	go run ./bench all      (every scenario; rewrites bench/README.md's results and bench/scale.svg)
 //	go run ./bench report   (re-renders bench/README.md's results from bench/results.json)
@@ -97,7 +97,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	var o options
 	fs.StringVar(&o.databaseURL, "database-url", envOr("POSTRELAY_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"), "PostgreSQL URL")
-	fs.IntVar(&o.records, "records", 0, "records to preload (drain: 200000, scale: 20000, console: 1000000)")
+	fs.IntVar(&o.records, "records", 0, "records to preload (drain, console: 200000; scale: 20000)")
 	fs.IntVar(&o.keys, "keys", 0, "distinct keys (drain, console: 1000; scale: 10000)")
 	fs.IntVar(&o.partitions, "partitions", 64, "partitions")
 	fs.StringVar(&o.instances, "instances", "", "relay processes (drain: 1; scale: 1,2,4,8)")
