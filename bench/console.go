@@ -228,6 +228,11 @@ func (p *consolePoller) prepare(ctx context.Context, cfg engine.Config) error {
 		c.Release()
 	}
 	p.pool, p.srv, p.begun = pool, httptest.NewServer(con), make(chan struct{})
+	// stop ends the polling between polls: a poll under way when the
+	// drain ends is finished (and its CPU counted), so every drain gets at
+	// least the poll at its start. reqCtx ends the requests only if the
+	// whole run is cancelled.
+	reqCtx := ctx
 	ctx, p.cancel = context.WithCancel(ctx)
 	p.wg.Go(func() {
 		select {
@@ -241,8 +246,8 @@ func (p *consolePoller) prepare(ctx context.Context, cfg engine.Config) error {
 			t0 := time.Now()
 			for _, path := range consolePolls {
 				c0 := time.Now()
-				if err := getOK(ctx, p.srv.Client(), p.srv.URL+path); err != nil {
-					if ctx.Err() == nil {
+				if err := getOK(reqCtx, p.srv.Client(), p.srv.URL+path); err != nil {
+					if reqCtx.Err() == nil {
 						p.err = err
 					}
 					return
