@@ -106,6 +106,26 @@ func TestRiverBaselineRunsEndToEnd(t *testing.T) {
 	require.Empty(t, d.Baseline, "the forwarder's fields stay empty without it")
 }
 
+// The console scenario drains a small outbox with and without a console
+// polling it (every 50 ms here), alternated, and reports both.
+func TestConsoleScenarioRunsEndToEnd(t *testing.T) {
+	pgtest.Pool(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	err := run(ctx, []string{"console", "--database-url", pgtest.URL(), "--records", "10000", "--keys", "50",
+		"--rounds", "2", "--console-interval", "50ms", "--json"}, &out, &errOut)
+	require.NoError(t, err, errOut.String())
+	var c ConsoleResult
+	require.NoError(t, json.Unmarshal(lastLine(out.String()), &c), out.String())
+	require.Len(t, c.Runs, 4)
+	require.Equal(t, []bool{false, true, true, false}, []bool{c.Runs[0].Console, c.Runs[1].Console, c.Runs[2].Console, c.Runs[3].Console})
+	require.Positive(t, c.Without.Median)
+	require.Positive(t, c.With.Median)
+	require.Positive(t, c.Polls, "the console polled during the drains")
+	require.Contains(t, out.String(), "cost of the console")
+}
+
 func TestParseFlags(t *testing.T) {
 	t.Parallel()
 	bs, err := parseBaselines("river, watermill-forwarder,river")

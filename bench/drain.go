@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -143,6 +144,20 @@ func runDrain(ctx context.Context, o options, out io.Writer) (*DrainResult, erro
 // drainOnce starts n relays, commits the preload in one transaction, and
 // times until the records table is empty.
 func drainOnce(ctx context.Context, pool *pgxpool.Pool, o options, n int, out io.Writer) (*DrainResult, error) {
+	return drainWith(ctx, pool, o, n, out, nil)
+}
+
+// drainObserver runs beside a drain: prepared on the schema before the
+// preload commits, begun right after the commit (when the clock starts),
+// stopped when the outbox is empty.
+type drainObserver interface {
+	prepare(ctx context.Context, cfg engine.Config) error
+	begin()
+	stop() error
+}
+
+// drainWith is drainOnce with an observer (nil for none).
+func drainWith(ctx context.Context, pool *pgxpool.Pool, o options, n int, out io.Writer, obs drainObserver) (*DrainResult, error) {
 	cfg, cleanup, err := benchSchema(ctx, pool, o)
 	if err != nil {
 		return nil, err
@@ -186,15 +201,30 @@ func drainOnce(ctx context.Context, pool *pgxpool.Pool, o options, n int, out io
 		_ = tx.Rollback(ctx)
 		return nil, err
 	}
+	if obs != nil {
+		if err := obs.prepare(ctx, cfg); err != nil {
+			_ = tx.Rollback(ctx)
+			return nil, err
+		}
+	}
 	if err := tx.Commit(ctx); err != nil {
+		if obs != nil {
+			err = errors.Join(err, obs.stop())
+		}
 		return nil, err
 	}
 	start, cpu0 := time.Now(), machineCPU()
+	if obs != nil {
+		obs.begin()
+	}
 	end, err := waitDrained(ctx, pool, cfg, lastP, lastID, n, start, out)
+	cpu := machineCPU() - cpu0
+	if obs != nil {
+		err = errors.Join(err, obs.stop())
+	}
 	if err != nil {
 		return nil, err
 	}
-	cpu := machineCPU() - cpu0
 	secs := end.Sub(start).Seconds()
 	res := &DrainResult{
 		Scenario: "drain", Records: o.records, Keys: o.keys, Partitions: o.partitions, Instances: n,

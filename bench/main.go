@@ -10,6 +10,7 @@
 //	go run ./bench latency  [--rate 1000[,3000,5000]] [--duration 10s] [--warmup 2s] [--rounds 1] [--baseline river,watermill-forwarder]
 //	go run ./bench scale    [--instances 1,2,4,8] [--instance-concurrency 8] [--publish-delay 5ms]
 //	go run ./bench write    [--clients 8] [--duration 5s] [--commit-rates 1000,3000] [--rounds 3] [--baseline river,watermill-forwarder]
+//	go run ./bench console  [--records 200000] [--rounds 3] [--console-interval 1s] (a drain's cost of a polling console)
 //	go run ./bench catalogs [--vacuum-catalogs] (the system catalogs' sizes and dead tuples)
 //	go run ./bench all      (every scenario; rewrites bench/README.md's results and bench/scale.svg)
 //	go run ./bench report   (re-renders bench/README.md's results from bench/results.json)
@@ -70,6 +71,8 @@ type options struct {
 	listenURL    string
 	pollInterval time.Duration
 	retention    time.Duration
+	// console: how often the polling console requests its pages' calls
+	consoleInterval time.Duration
 }
 
 func main() {
@@ -84,18 +87,18 @@ func main() {
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		return fmt.Errorf("usage: go run ./bench drain|latency|scale|write|inbox|catalogs|all|report [flags]")
+		return fmt.Errorf("usage: go run ./bench drain|latency|scale|write|inbox|console|catalogs|all|report [flags]")
 	}
 	scenario := args[0]
-	if !slices.Contains([]string{"drain", "latency", "scale", "write", "inbox", "catalogs", "all", "report"}, scenario) {
-		return fmt.Errorf("unknown scenario %q: want drain, latency, scale, write, inbox, catalogs, all or report", scenario)
+	if !slices.Contains([]string{"drain", "latency", "scale", "write", "inbox", "console", "catalogs", "all", "report"}, scenario) {
+		return fmt.Errorf("unknown scenario %q: want drain, latency, scale, write, inbox, console, catalogs, all or report", scenario)
 	}
 	fs := flag.NewFlagSet("bench "+scenario, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o options
 	fs.StringVar(&o.databaseURL, "database-url", envOr("POSTRELAY_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"), "PostgreSQL URL")
-	fs.IntVar(&o.records, "records", 0, "records to preload (drain: 200000, scale: 20000)")
-	fs.IntVar(&o.keys, "keys", 0, "distinct keys (drain: 1000, scale: 10000)")
+	fs.IntVar(&o.records, "records", 0, "records to preload (drain, console: 200000; scale: 20000)")
+	fs.IntVar(&o.keys, "keys", 0, "distinct keys (drain, console: 1000; scale: 10000)")
 	fs.IntVar(&o.partitions, "partitions", 64, "partitions")
 	fs.StringVar(&o.instances, "instances", "", "relay processes (drain: 1; scale: 1,2,4,8)")
 	fs.DurationVar(&o.publishDelay, "publish-delay", -1, "simulated broker round trip per Publish call (drain: 0, scale: 5ms)")
@@ -104,7 +107,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.rates, "rate", "1000", "latency: producer transactions offered per second (a comma list runs each rate)")
 	fs.DurationVar(&o.duration, "duration", 0, "latency: 10s; write: 5s (each measurement)")
 	fs.DurationVar(&o.warmup, "warmup", -1, "latency, write's commit cost: load before each measurement, not measured (2s)")
-	fs.IntVar(&o.rounds, "rounds", 0, "latency: 1; write, all: 3 (rounds alternating the systems)")
+	fs.IntVar(&o.rounds, "rounds", 0, "latency: 1; write, console, all: 3 (rounds alternating the systems)")
 	fs.StringVar(&o.commitRates, "commit-rates", "1000,3000", "write: paced rates of the COMMIT cost comparison (empty: skip it)")
 	fs.BoolVar(&o.commitReference, "commit-reference", true, "latency: also run the plain-table COMMIT reference in each round")
 	fs.BoolVar(&o.vacuumCatalogs, "vacuum-catalogs", false, "VACUUM the system catalogs schema churn bloats (pg_class, pg_attribute, pg_type, pg_depend, …) before the run")
@@ -123,6 +126,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&o.json, "json", false, "print one JSON object as the last line of stdout")
 	fs.BoolVar(&o.keepSchema, "keep-schema", false, "do not drop the benchmark schema")
 	fs.DurationVar(&o.retention, "retention", 0, "relays keep delivered records this long in the history table (engine Retention; 0: off)")
+	fs.DurationVar(&o.consoleInterval, "console-interval", time.Second, "console: how often the console's pages' API calls are requested (the pages refresh every 5s)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process (latency runs the relay in it) to this file")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
@@ -166,6 +170,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		result, err = runWrite(ctx, o, stdout)
 	case "inbox":
 		result, err = runInbox(ctx, o, stdout)
+	case "console":
+		result, err = runConsole(ctx, o, stdout)
 	case "catalogs":
 		result, err = catalogsStep(ctx, o, stdout)
 	case "all":
@@ -173,7 +179,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "report":
 		result, err = runReport()
 	default:
-		return fmt.Errorf("unknown scenario %q: want drain, latency, scale, write, inbox, catalogs, all or report", scenario)
+		return fmt.Errorf("unknown scenario %q: want drain, latency, scale, write, inbox, console, catalogs, all or report", scenario)
 	}
 	if err != nil {
 		return err

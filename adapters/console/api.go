@@ -23,7 +23,8 @@ const (
 	textMax        = 1000  // longest filter text
 	heldScan       = 10000 // held records read for the stuck keys
 	waitingWindow  = 256   // records after a stuck head searched for its key
-	deadWindow     = 10000 // dead letters read per list page
+	deadWindow     = 10000 // dead letters read per list page, and searched for a key
+	recordScan     = 5000  // pending records read per lookup (by key or message id)
 	idsMax         = 1000  // ids in one mutating call
 	moveBatch      = 1000  // dead letters moved per statement of a filter-wide call
 	payloadShowMax = 64 << 10
@@ -90,7 +91,7 @@ func (c *Console) handleStatus(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	parts, err := c.store.partitions(ctx, PartitionsParams{Cap: pendingCap(n)})
+	parts, err := c.readPartitions(ctx, n)
 	if err != nil {
 		return wrapQuery("read partitions", err)
 	}
@@ -160,7 +161,7 @@ func (c *Console) handlePartitions(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
-	parts, err := c.store.partitions(r.Context(), PartitionsParams{Cap: pendingCap(n)})
+	parts, err := c.readPartitions(r.Context(), n)
 	if err != nil {
 		return wrapQuery("read partitions", err)
 	}
@@ -456,17 +457,17 @@ func (c *Console) handleDeadMove(w http.ResponseWriter, r *http.Request, requeue
 		if want := verb + " all matching"; b.Confirm != want {
 			return badField("confirm", fmt.Sprintf("%q: a filter-wide %s needs confirm = %q", b.Confirm, verb, want))
 		}
-		p := DeadMoveParams{Filter: b.Filter, Requeue: requeue, Batch: moveBatch, Channel: c.channel}
+		p := DeadMoveParams{Filter: b.Filter, Requeue: requeue, Batch: moveBatch, Window: deadWindow, Channel: c.channel}
 		for {
-			moved, last, err := c.store.deadMove(r.Context(), p)
+			moved, after, done, err := c.store.deadMove(r.Context(), p)
 			if err != nil {
 				return wrapQuery(verb+" dead letters", fmt.Errorf("after %d done: %w", n, err))
 			}
 			n += moved
-			if moved < moveBatch {
+			if done {
 				break
 			}
-			p.After = last
+			p.After = after
 		}
 	default:
 		return badField("ids", "name the dead letters with ids, or set all (with filter and confirm)")
@@ -484,6 +485,12 @@ type recordsAnswer struct {
 	// State is the first record's state, or "not_found".
 	State   string      `json:"state"`
 	Records []recordRow `json:"records"`
+	// Complete says the lookup read every pending record and dead letter
+	// that could match. When it did not, Searched says what it read, and
+	// NextAfter (a lookup with a key) continues the scan: pass it as after.
+	Complete  bool    `json:"complete"`
+	Searched  string  `json:"searched"`
+	NextAfter *string `json:"next_after"`
 }
 
 func (c *Console) handleRecords(w http.ResponseWriter, r *http.Request) error {
@@ -503,33 +510,77 @@ func (c *Console) handleRecords(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	after, err := intParam(r, "after", 0, 0, math.MaxInt64)
+	if err != nil {
+		return err
+	}
 	switch {
 	case id == 0 && msg == "" && key == "":
 		return badField("id", "give a record id, a message_id or a key")
 	case id != 0 && (msg != "" || key != ""):
 		return badField("id", "give a record id alone")
+	case after != 0 && key == "":
+		return badField("after", "continues a lookup with a key only")
 	}
 	n, err := c.partitionCount(r.Context())
 	if err != nil {
 		return err
 	}
-	p := LookupParams{ID: id, MessageID: msg, Key: key, Partition: -1, Limit: int(limit), DeadWindow: deadWindow}
+	p := LookupParams{ID: id, MessageID: msg, Key: key, Partition: -1, After: after, Scan: recordScan, HeldScan: recordScan,
+		DeadWindow: deadWindow, SkipDead: after > 0, Limit: int(limit)}
 	if key != "" {
 		p.Partition = engine.Partition(key, n)
 	}
-	if id != 0 {
-		for i := range n {
-			p.Partitions = append(p.Partitions, int32(i))
-		}
+	for i := range n {
+		p.Partitions = append(p.Partitions, int32(i))
 	}
-	rows, err := c.store.lookup(r.Context(), p)
+	res, err := c.store.lookup(r.Context(), p)
 	if err != nil {
 		return wrapQuery("look up records", err)
 	}
-	a := recordsAnswer{State: "not_found", Records: rows}
-	if len(rows) > 0 {
-		a.State = rows[0].State
+	a := recordsAnswer{State: "not_found", Records: res.rows, Complete: res.pendingComplete && res.deadComplete}
+	if len(res.rows) > 0 {
+		a.State = res.rows[0].State
+	}
+	a.Searched = searched(p, res, n)
+	if res.scanEnd > 0 {
+		next := strconv.FormatInt(res.scanEnd, 10)
+		a.NextAfter = &next
 	}
 	writeJSON(w, http.StatusOK, a)
 	return nil
+}
+
+// searched says in words what a lookup read.
+func searched(p LookupParams, res lookupResult, partitions int) string {
+	if p.ID > 0 {
+		return "every partition and the dead letters by record id"
+	}
+	var b strings.Builder
+	from := "the first"
+	if p.After > 0 {
+		from = fmt.Sprintf("after record %d, the next", p.After)
+	}
+	switch {
+	case p.Partition >= 0 && res.pendingComplete:
+		fmt.Fprintf(&b, "%s %d pending records of partition %d (all of them)", from, res.scanned, p.Partition)
+	case p.Partition >= 0:
+		fmt.Fprintf(&b, "%s %d pending records of partition %d (it holds more: continue with after=%d)", from, res.scanned, p.Partition, res.scanEnd)
+	case res.pendingComplete:
+		fmt.Fprintf(&b, "every pending record (no partition holds more than %d)", res.perPartition)
+	default:
+		fmt.Fprintf(&b, "the first %d pending records of each of the %d partitions and the first %d held records; "+
+			"%d partitions hold more: give the record's key to search its partition", res.perPartition, partitions, p.HeldScan, res.headsBeyond)
+	}
+	switch {
+	case p.SkipDead:
+		b.WriteString("; dead letters were searched on the first page")
+	case p.MessageID != "":
+		b.WriteString("; every dead letter")
+	case res.deadComplete:
+		b.WriteString("; every dead letter")
+	default:
+		fmt.Fprintf(&b, "; the newest %d dead letters (the key's older ones are not shown)", p.DeadWindow)
+	}
+	return b.String()
 }

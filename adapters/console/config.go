@@ -16,10 +16,13 @@ const (
 	QueryTimeoutDefault   = 5 * time.Second
 	// PendingBudget bounds the pending records counted over all
 	// partitions at once: each partition's are counted up to
-	// PendingBudget / partitions (between 10 and 1000: 256 with 64
-	// partitions). The partitions view says "256+" beyond it, and the
+	// PendingBudget / partitions (between 10 and 1000: 32 with 64
+	// partitions). The partitions view says "32+" beyond it, and the
 	// backlog is then PostgreSQL's estimate of the records table's live rows.
-	PendingBudget = 16384
+	// Counting reads each record's heap tuple (its visibility), which on a
+	// busy outbox is the console's largest cost: see the README's console
+	// section.
+	PendingBudget = 2048
 	// DeadLetterCountCap is the most dead letters counted exactly.
 	DeadLetterCountCap = 100000
 	// HistoryWindow is how far back the rate history reaches.

@@ -10,8 +10,10 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -37,6 +39,56 @@ type Console struct {
 
 	mu         sync.Mutex
 	partitions int // the schema's partition count, read once
+
+	// The last backlog read (pending, held, oldest per partition), shared
+	// by every request for backlogTTL.
+	partsMu   sync.Mutex
+	partsAt   time.Time
+	partsRows []partitionRow
+}
+
+// backlogTTL is how long one read of the partitions' backlog answers every
+// status and partitions request (the pages refresh every 5 s): reading it
+// walks the head of every partition, the statement of the console that
+// costs the most on a busy outbox, so any number of viewers cost at most one
+// read per backlogTTL. The leases are read on every request.
+const backlogTTL = 5 * time.Second
+
+func (c *Console) forgetPartitions() {
+	c.partsMu.Lock()
+	c.partsRows = nil
+	c.partsMu.Unlock()
+}
+
+// readPartitions returns the partitions: the leases as they are now, the
+// backlog as read at most backlogTTL ago (the oldest record's age moved on
+// by the time since); concurrent requests wait for one read.
+func (c *Console) readPartitions(ctx context.Context, n int) ([]partitionRow, error) {
+	c.partsMu.Lock()
+	defer c.partsMu.Unlock()
+	if c.partsRows == nil || len(c.partsRows) != n || time.Since(c.partsAt) >= backlogTTL {
+		rows, err := c.store.partitions(ctx, PartitionsParams{Cap: pendingCap(n)})
+		if err != nil {
+			return nil, err
+		}
+		c.partsRows, c.partsAt = rows, time.Now()
+		return slices.Clone(rows), nil
+	}
+	leases, err := c.store.leases(ctx)
+	if err != nil {
+		return nil, err
+	}
+	age := time.Since(c.partsAt).Seconds()
+	out := slices.Clone(c.partsRows)
+	for i := range out {
+		if i < len(leases) && leases[i].Partition == out[i].Partition {
+			out[i].Owner, out[i].Epoch, out[i].LeaseLeft = leases[i].Owner, leases[i].Epoch, leases[i].LeaseLeft
+		}
+		if out[i].OldestAge > 0 {
+			out[i].OldestAge += age
+		}
+	}
+	return out, nil
 }
 
 // New returns a console for the outbox in cfg.Schema. It validates cfg; the
@@ -101,7 +153,7 @@ func (c *Console) routes() {
 	m.HandleFunc("GET /api/v1/stuck-keys", c.get(c.handleStuckKeys, []string{"topic", "key", "limit"}))
 	m.HandleFunc("GET /api/v1/dead-letters", c.get(c.handleDeadLetters, []string{"topic", "key", "error", "limit", "cursor"}))
 	m.HandleFunc("GET /api/v1/dead-letters/{id}", c.get(c.handleDeadLetter, nil))
-	m.HandleFunc("GET /api/v1/records", c.get(c.handleRecords, []string{"id", "message_id", "key", "limit"}))
+	m.HandleFunc("GET /api/v1/records", c.get(c.handleRecords, []string{"id", "message_id", "key", "limit", "after"}))
 
 	m.HandleFunc("POST /api/v1/stuck-keys/retry", c.mutate(c.handleRetry))
 	m.HandleFunc("POST /api/v1/stuck-keys/dead-letter", c.mutate(c.handleDeadLetterNow))
@@ -189,6 +241,7 @@ func (c *Console) mutate(h func(http.ResponseWriter, *http.Request) error) http.
 		r.Body = http.MaxBytesReader(w, r.Body, c.cfg.MaxBodyBytes)
 		ctx, cancel := context.WithTimeout(r.Context(), c.cfg.QueryTimeout)
 		defer cancel()
+		defer c.forgetPartitions() // the change shows on the next read
 		if err := h(w, r.WithContext(ctx)); err != nil {
 			c.fail(w, r, err)
 		}

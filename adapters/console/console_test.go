@@ -1,6 +1,7 @@
 package console_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/postrelay/postrelay/adapters/console"
+	"github.com/postrelay/postrelay/engine"
 	"github.com/postrelay/postrelay/internal/recorder"
 )
 
@@ -456,4 +458,152 @@ func TestConsolePagesServed(t *testing.T) {
 		a := mounted.get(t, p)
 		require.Equal(t, http.StatusOK, a.code, "%s: %s", p, a.body)
 	}
+}
+
+// lookupAnswer is GET api/v1/records.
+type lookupAnswer struct {
+	State   string `json:"state"`
+	Records []struct {
+		ID        int64  `json:"id"`
+		Partition int    `json:"partition"`
+		State     string `json:"state"`
+		Key       string `json:"key"`
+		MessageID string `json:"message_id"`
+	} `json:"records"`
+	Complete  bool    `json:"complete"`
+	Searched  string  `json:"searched"`
+	NextAfter *string `json:"next_after"`
+}
+
+func (b *bundle) lookup(t *testing.T, query string) lookupAnswer {
+	t.Helper()
+	a := b.get(t, "/api/v1/records?"+query)
+	require.Equal(t, http.StatusOK, a.code, "%s", a.body)
+	var v lookupAnswer
+	a.decode(t, &v)
+	return v
+}
+
+// A lookup reads a bounded number of records and says what it read: by
+// message id without a key, the head of every partition and the held
+// records (and points to the key); with a key, the first 5,000 records of
+// the key's partition, continued with after; dead letters by message id
+// through their index, all of them.
+func TestConsoleLookupIsBounded(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	ctx := context.Background()
+	hot := recs("orders", "hot", 5_050)
+	for i := range hot {
+		hot[i].MessageID = fmt.Sprint("m-", i)
+	}
+	b.write(t, hot...)
+	other := recs("orders", "other", 3)
+	for i := range other {
+		other[i].MessageID = fmt.Sprint("o-", i)
+	}
+	b.write(t, other...)
+	// m-4000 is held (a retry backoff): far from its partition's head,
+	// but the held records are searched.
+	_, err := b.pool.Exec(ctx, "UPDATE "+b.ident("records")+" SET attempts = 1, available_at = now() + interval '1 hour' WHERE message_id = 'm-4000'")
+	require.NoError(t, err)
+	_, err = b.pool.Exec(ctx, `INSERT INTO `+b.ident("dead_letters")+`
+		(id, partition, key, topic, message_id, payload, metadata, created_at, attempts, last_error)
+		VALUES (900000, 3, 'gone', 'orders', 'dead-1', '\x7b7d', '{}', now(), 10, 'refused')`)
+	require.NoError(t, err)
+
+	// Without a key: the head of each partition (5,000 / 16 = 312 records).
+	a := b.lookup(t, "message_id=m-5")
+	require.Equal(t, "pending", a.State)
+	require.Equal(t, "m-5", a.Records[0].MessageID)
+	require.False(t, a.Complete)
+	require.Contains(t, a.Searched, "the first 312 pending records of each of the 16 partitions")
+	require.Contains(t, a.Searched, "give the record's key")
+	require.Nil(t, a.NextAfter)
+	a = b.lookup(t, "message_id=m-4000")
+	require.Equal(t, "held", a.State)
+	a = b.lookup(t, "message_id=m-5040")
+	require.Equal(t, "not_found", a.State)
+	require.False(t, a.Complete)
+	a = b.lookup(t, "message_id=dead-1")
+	require.Equal(t, "dead_lettered", a.State)
+	require.Contains(t, a.Searched, "every dead letter")
+
+	// With the key: its partition's first 5,000 records, then the rest.
+	a = b.lookup(t, "message_id=m-5040&key=hot")
+	require.Equal(t, "not_found", a.State)
+	require.False(t, a.Complete)
+	require.Contains(t, a.Searched, "the first 5000 pending records of partition")
+	require.NotNil(t, a.NextAfter)
+	a = b.lookup(t, "message_id=m-5040&key=hot&after="+*a.NextAfter)
+	require.Equal(t, "pending", a.State)
+	require.Equal(t, "m-5040", a.Records[0].MessageID)
+	require.True(t, a.Complete, a.Searched)
+	require.Nil(t, a.NextAfter)
+
+	// A key: its first records in id order, and where to go on.
+	a = b.lookup(t, "key=hot&limit=3")
+	require.Equal(t, []string{"m-0", "m-1", "m-2"}, []string{a.Records[0].MessageID, a.Records[1].MessageID, a.Records[2].MessageID})
+	require.False(t, a.Complete)
+	require.NotNil(t, a.NextAfter)
+	a = b.lookup(t, "key=hot&limit=3&after="+*a.NextAfter)
+	require.Equal(t, "m-5000", a.Records[0].MessageID)
+	require.True(t, a.Complete, a.Searched)
+	// A partition within the bound is read whole (unless it is hot's).
+	if b.partitionOf("other") != b.partitionOf("hot") {
+		a = b.lookup(t, "key=other")
+		require.Len(t, a.Records, 3)
+		require.True(t, a.Complete, a.Searched)
+		require.Contains(t, a.Searched, "(all of them)")
+	}
+
+	// after needs a key.
+	r := b.get(t, "/api/v1/records?message_id=m-1&after=5")
+	require.Equal(t, http.StatusBadRequest, r.code)
+	require.Equal(t, "after", r.field(t))
+}
+
+func (b *bundle) partitionOf(key string) int { return engine.Partition(key, b.cfg.Partitions) }
+
+// A filter-wide purge reads the dead letters a window at a time, and still
+// reaches matches far apart.
+func TestConsolePurgeByFilterAcrossWindows(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	b.addDeadLetters(t, 1, 2, "orders", "k1", `{}`, "no exchange")
+	b.addDeadLetters(t, 3, 25_000, "orders", "k2", `{}`, "timeout")
+	b.addDeadLetters(t, 30_000, 3, "orders", "k3", `{}`, "NO EXCHANGE here")
+	a := b.post(t, "/api/v1/dead-letters/purge", testToken, map[string]any{"all": true,
+		"filter": map[string]string{"error": "no exchange"}, "confirm": "purge all matching"})
+	require.Equal(t, http.StatusOK, a.code, "%s", a.body)
+	require.JSONEq(t, `{"purged":5}`, string(a.body))
+	require.Equal(t, 25_000, b.count(t, "dead_letters"))
+}
+
+// The backlog (pending, held, oldest per partition) is read once per 5 s
+// for every viewer; a change made from the console forgets it.
+func TestConsoleBacklogReadOncePerInterval(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	b.write(t, recs("orders", "k1", 3)...)
+	p := b.partitionOf("k1")
+	pending := func() int64 {
+		var v struct {
+			Partitions []struct {
+				Pending int64 `json:"pending"`
+			} `json:"partitions"`
+		}
+		b.get(t, "/api/v1/partitions").decode(t, &v)
+		return v.Partitions[p].Pending
+	}
+	read := time.Now()
+	require.Equal(t, int64(3), pending())
+	b.write(t, recs("orders", "k1", 2)...)
+	got := pending()
+	if time.Since(read) < 5*time.Second { // else the backlog was read again, rightly
+		require.Equal(t, int64(3), got, "the backlog read a moment ago")
+	}
+	a := b.post(t, "/api/v1/stuck-keys/retry", testToken, map[string]any{"records": []map[string]any{{"partition": p, "id": 1}}})
+	require.Equal(t, http.StatusOK, a.code, "%s", a.body)
+	require.Equal(t, int64(5), pending())
 }

@@ -2,6 +2,7 @@ package console
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -95,23 +96,47 @@ func BenchmarkConsolePages(b *testing.B) {
 	require.NoError(b, err)
 	srv := httptest.NewServer(con)
 	b.Cleanup(srv.Close)
-	calls := []struct{ name, path string }{
-		{"status", "/api/v1/status"},
-		{"history", "/api/v1/history"},
-		{"partitions", "/api/v1/partitions"},
-		{"stuck-keys", "/api/v1/stuck-keys"},
-		{"dead-letters", "/api/v1/dead-letters"},
-		{"dead-letters-error-filter", "/api/v1/dead-letters?error=no+exchange"},
-		{"dead-letter-detail", "/api/v1/dead-letters/10000500"},
-		{"lookup-id", fmt.Sprintf("/api/v1/records?id=%d", recID)},
-		{"lookup-key", "/api/v1/records?key=" + key},
-		{"lookup-message-id-with-key", "/api/v1/records?message_id=" + msgID + "&key=" + key},
-		{"lookup-message-id", "/api/v1/records?message_id=" + msgID},
+	var deadMsgID string
+	require.NoError(b, pool.QueryRow(ctx, `SELECT message_id FROM `+id("dead_letters")+` WHERE id = 10000500`).Scan(&deadMsgID))
+	// The continuation of the key's lookup past its first 10,000 records.
+	var first struct {
+		NextAfter *string `json:"next_after"`
+	}
+	resp, err := http.Get(srv.URL + "/api/v1/records?message_id=" + msgID + "&key=" + key)
+	require.NoError(b, err)
+	require.NoError(b, json.NewDecoder(resp.Body).Decode(&first))
+	resp.Body.Close()
+	next := "0"
+	if first.NextAfter != nil {
+		next = *first.NextAfter
+	}
+	calls := []struct {
+		name, path string
+		fresh      bool // forget the backlog first: every call reads it
+	}{
+		{"status", "/api/v1/status", false},
+		{"status-backlog-read", "/api/v1/status", true},
+		{"history", "/api/v1/history", false},
+		{"partitions", "/api/v1/partitions", false},
+		{"partitions-backlog-read", "/api/v1/partitions", true},
+		{"stuck-keys", "/api/v1/stuck-keys", false},
+		{"dead-letters", "/api/v1/dead-letters", false},
+		{"dead-letters-error-filter", "/api/v1/dead-letters?error=no+exchange", false},
+		{"dead-letter-detail", "/api/v1/dead-letters/10000500", false},
+		{"lookup-id", fmt.Sprintf("/api/v1/records?id=%d", recID), false},
+		{"lookup-key", "/api/v1/records?key=" + key, false},
+		{"lookup-message-id-with-key", "/api/v1/records?message_id=" + msgID + "&key=" + key, false},
+		{"lookup-message-id-with-key-next", "/api/v1/records?message_id=" + msgID + "&key=" + key + "&after=" + next, false},
+		{"lookup-message-id", "/api/v1/records?message_id=" + msgID, false},
+		{"lookup-dead-message-id", "/api/v1/records?message_id=" + deadMsgID, false},
 	}
 	for _, c := range calls {
 		b.Run(c.name, func(b *testing.B) {
 			lat := make([]time.Duration, 0, b.N)
 			for b.Loop() {
+				if c.fresh {
+					con.forgetPartitions()
+				}
 				t0 := time.Now()
 				resp, err := http.Get(srv.URL + c.path)
 				require.NoError(b, err)
@@ -155,9 +180,13 @@ func explain(b *testing.B, c *Console, key, msgID string, recID int64) {
 		{"dead window end", s.sqlDeadWindowEnd, []any{int64(1) << 62, deadWindow}},
 		{"dead one", s.sqlDeadOne, []any{int64(10000500), payloadShowMax}},
 		{"lookup id", s.sqlLookupID, []any{recID, parts}},
-		{"lookup key", s.sqlLookupKey, []any{p, key, limitDefault, deadWindow}},
-		{"lookup message id with key", s.sqlLookupMessage, []any{msgID, p, deadWindow}},
-		{"lookup message id", s.sqlLookupMessage, []any{msgID, -1, deadWindow}},
+		{"lookup scan window", s.sqlScanWindow, []any{p, 0, recordScan}},
+		{"lookup key in window", s.sqlLookupWindow, []any{p, 0, int64(1) << 62, key, "", limitDefault}},
+		{"lookup message id in window", s.sqlLookupWindow, []any{p, 0, int64(1) << 62, "", msgID, limitDefault}},
+		{"lookup message id in the heads", s.sqlLookupHeads, []any{msgID, recordScan / 64, heldScan, limitDefault}},
+		{"partitions beyond the heads", s.sqlHeadsBeyond, []any{recordScan / 64}},
+		{"dead letters of a key", s.sqlDeadByKey, []any{key, deadWindow, limitDefault}},
+		{"dead letters of a message id", s.sqlDeadByMessage, []any{msgID, limitDefault}},
 	} {
 		rows, err := c.pool.Query(ctx, "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF, TIMING OFF) "+q.sql, q.args...)
 		require.NoError(b, err, q.name)

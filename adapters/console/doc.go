@@ -25,8 +25,9 @@
 //
 // The partitions view is the lease map (owner, epoch, lease left) with each
 // partition's pending records (counted up to PendingBudget / partitions,
-// at most 1000), held records and
-// the age of its oldest one. A stuck key is a key whose head record — its
+// at most 1000), held records and the age of its oldest one; this backlog
+// is read at most every 5 s, whatever the number of viewers (a change made
+// from the console forgets it), the leases on every request. A stuck key is a key whose head record — its
 // lowest-id record held back, as the relay's fetch sees it — is failing
 // (retry backoff) or delayed; the records of the key behind it wait. The
 // console can retry a head now (available_at = now() and a wake-up) or move
@@ -39,9 +40,20 @@
 //
 // # Cost
 //
-// Every query is bounded by a LIMIT on an index scan (see store.go, which
-// names each index), except a lookup by message id without a key, which
-// reads the records table (there is no index on message_id).
+// Every statement reads a bounded number of rows through an index (see
+// store.go, which names the index of each; TestConsoleQueriesUseIndexes
+// checks that no plan falls back to a sequential scan of records or
+// dead_letters). The records table has no index on key or message_id — it
+// is the relays' hot table, and every application write would pay for
+// one — so a lookup reads at most 5,000 pending records: with a key (alone
+// or with a message id), the first 5,000 of the key's partition in id
+// order, and the answer's next_after continues the scan; with a message id
+// alone, the first 5,000 / partitions records of every partition, and
+// besides up to 5,000 held records (records_held). The answer's complete
+// and searched fields say what was read. Dead letters are found by message
+// id through their own index (schema version 4), by key among the newest
+// 10,000. A filter-wide requeue or purge reads the dead letters 10,000 at a
+// time. Every request's queries are bounded by Config.QueryTimeout as well.
 //
 // # Security
 //

@@ -3,6 +3,7 @@ package console
 import (
 	"context"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -17,10 +18,11 @@ type store struct {
 	pool   *pgxpool.Pool
 	schema string
 
-	sqlPartitionCount, sqlPartitions, sqlInstances, sqlDeadCount, sqlCounters string
-	sqlStuck, sqlRetry, sqlDeadLetterNow                                      string
-	sqlDeadList, sqlDeadWindowEnd, sqlDeadOne, sqlDeadMove                    string
-	sqlLookupID, sqlLookupKey, sqlLookupMessage                               string
+	sqlPartitionCount, sqlPartitions, sqlLeases, sqlInstances, sqlDeadCount, sqlCounters string
+	sqlStuck, sqlRetry, sqlDeadLetterNow                                                 string
+	sqlDeadList, sqlDeadWindowEnd, sqlDeadOne, sqlDeadMove                               string
+	sqlLookupID, sqlScanWindow, sqlLookupWindow, sqlLookupHeads, sqlHeadsBeyond          string
+	sqlDeadByKey, sqlDeadByMessage                                                       string
 }
 
 func newStore(pool *pgxpool.Pool, schema string) *store {
@@ -28,6 +30,8 @@ func newStore(pool *pgxpool.Pool, schema string) *store {
 	records, partitions, instances, dead, meta := id("records"), id("partitions"), id("instances"), id("dead_letters"), id("meta")
 	recordCols := `r.partition, r.id, r.key, r.topic, r.message_id, r.attempts, coalesce(r.last_error, ''),
 		r.created_at, r.available_at, coalesce(r.available_at > now(), false), NULL::timestamptz`
+	// The columns recordCols reads, for subqueries.
+	recordFields := `r.partition, r.id, r.key, r.topic, r.message_id, r.attempts, r.last_error, r.created_at, r.available_at`
 	deadCols := `d.partition, d.id, d.key, d.topic, d.message_id, d.attempts, coalesce(d.last_error, ''),
 		d.created_at, NULL::timestamptz, false, d.dead_lettered_at`
 	// The newest dead letters without their payloads, for a bounded search.
@@ -39,20 +43,25 @@ func newStore(pool *pgxpool.Pool, schema string) *store {
 		// meta primary key.
 		sqlPartitionCount: `SELECT value::int FROM ` + meta + ` WHERE key = 'partitions'`,
 		// One row per partition (partitions primary key). Per partition:
-		// pending counted up to $1 and held up to $1 (records primary key
-		// (partition, id), index-only; records_held), and the head record
-		// (lowest id, one probe of the primary key).
+		// pending counted up to $1 and the head (lowest id) in one walk of
+		// the records primary key (partition, id), index-only; the head's
+		// age by one probe of the primary key; held counted up to $1
+		// (records_held). The walk from the head is what the relay's fetch
+		// does too: it steps over the index entries of delivered records
+		// not yet vacuumed.
 		sqlPartitions: `SELECT p.partition, coalesce(p.owner, ''), p.epoch,
 				coalesce(date_part('epoch', p.lease_until - now()), 0),
 				c.n, hc.n, coalesce(date_part('epoch', now() - h.created_at), 0)
 			FROM ` + partitions + ` p
-			CROSS JOIN LATERAL (SELECT count(*) AS n FROM (SELECT 1 FROM ` + records + ` r
+			CROSS JOIN LATERAL (SELECT count(*) AS n, min(x.id) AS head FROM (SELECT r.id FROM ` + records + ` r
 				WHERE r.partition = p.partition ORDER BY r.id LIMIT $1) x) c
 			CROSS JOIN LATERAL (SELECT count(*) AS n FROM (SELECT 1 FROM ` + records + ` r
 				WHERE r.partition = p.partition AND r.available_at IS NOT NULL ORDER BY r.available_at LIMIT $1) x) hc
-			LEFT JOIN LATERAL (SELECT r.created_at FROM ` + records + ` r
-				WHERE r.partition = p.partition ORDER BY r.id LIMIT 1) h ON true
+			LEFT JOIN ` + records + ` h ON h.partition = p.partition AND h.id = c.head
 			ORDER BY p.partition`,
+		// The leases alone (partitions primary key order).
+		sqlLeases: `SELECT partition, coalesce(owner, ''), epoch, coalesce(date_part('epoch', lease_until - now()), 0)
+			FROM ` + partitions + ` ORDER BY partition`,
 		// instances primary key order; a handful of rows.
 		sqlInstances: `SELECT id, hostname, pid, started_at, date_part('epoch', now() - heartbeat_at)
 			FROM ` + instances + ` ORDER BY id LIMIT 1000`,
@@ -135,13 +144,16 @@ func newStore(pool *pgxpool.Pool, schema string) *store {
 				coalesce(d.last_error, ''), d.created_at, d.dead_lettered_at, coalesce(d.metadata->>'traceparent', ''),
 				substring(d.payload FROM 1 FOR $2), d.metadata::text
 			FROM ` + dead + ` d WHERE d.id = $1`,
-		// Requeue ($5) or purge the next at most $6 dead letters above id $1
-		// matching topic $2, key $3 and error text $4 (primary key order).
-		// Requeued ones go back into records in id order, attempts reset,
-		// and wake the relays of their partitions.
-		sqlDeadMove: `WITH sel AS (
-				SELECT id FROM ` + dead + ` d WHERE d.id > $1
-				  AND ($2 = '' OR d.topic = $2) AND ($3 = '' OR d.key = $3)
+		// Requeue ($5) or purge, among the next $8 dead letters above id $1
+		// (a window of the dead_letters primary key), at most $6 matching
+		// topic $2, key $3 and error text $4. Requeued ones go back into
+		// records in id order, attempts reset, and wake the relays of their
+		// partitions. It returns how many moved, the last id moved, and the
+		// window's size and last id (where the next statement goes on).
+		sqlDeadMove: `WITH win AS MATERIALIZED (
+				SELECT d.id, d.topic, d.key, d.last_error FROM ` + dead + ` d WHERE d.id > $1 ORDER BY d.id LIMIT $8
+			), sel AS (
+				SELECT id FROM win d WHERE ($2 = '' OR d.topic = $2) AND ($3 = '' OR d.key = $3)
 				  AND ($4 = '' OR strpos(lower(coalesce(d.last_error, '')), lower($4)) > 0)
 				ORDER BY d.id LIMIT $6
 			), moved AS (
@@ -154,24 +166,45 @@ func newStore(pool *pgxpool.Pool, schema string) *store {
 			), woken AS (
 				SELECT pg_notify($7, partition::text) FROM (SELECT DISTINCT partition FROM ins) p
 			)
-			SELECT (SELECT count(*) FROM moved), coalesce((SELECT max(id) FROM moved), 0), (SELECT count(*) FROM woken)`,
+			SELECT (SELECT count(*) FROM moved), coalesce((SELECT max(id) FROM moved), 0), (SELECT count(*) FROM woken),
+				(SELECT count(*) FROM win), coalesce((SELECT max(id) FROM win), 0)`,
 		// A record id: one probe per partition of the records primary key
 		// ($2 lists every partition), and one of dead_letters'.
 		sqlLookupID: `SELECT ` + recordCols + ` FROM ` + records + ` r WHERE r.partition = ANY($2::int[]) AND r.id = $1
 			UNION ALL
 			SELECT ` + deadCols + ` FROM ` + dead + ` d WHERE d.id = $1`,
-		// A key: its partition's records (primary key range of that
-		// partition), and its dead letters (newest first, a window of the
-		// dead_letters primary key).
-		sqlLookupKey: `(SELECT ` + recordCols + ` FROM ` + records + ` r WHERE r.partition = $1 AND r.key = $2 ORDER BY r.id LIMIT $3)
-			UNION ALL
-			(SELECT ` + deadCols + ` FROM (` + deadWindow + ` LIMIT $4) d WHERE d.key = $2 ORDER BY d.id DESC LIMIT $3)`,
-		// A message id: with a key ($2 >= 0), that partition's records only;
-		// without one, every record (no index on message_id: a sequential
-		// scan of records, see the README). Dead letters in a window as above.
-		sqlLookupMessage: `(SELECT ` + recordCols + ` FROM ` + records + ` r WHERE ($2::int < 0 OR r.partition = $2) AND r.message_id = $1 LIMIT 10)
-			UNION ALL
-			(SELECT ` + deadCols + ` FROM (` + deadWindow + ` LIMIT $3) d WHERE d.message_id = $1 LIMIT 10)`,
+		// The scan window of one partition: the first $3 records above id
+		// $2 (records primary key (partition, id), index-only): how many
+		// and the last id.
+		sqlScanWindow: `SELECT count(*), coalesce(max(x.id), 0) FROM (SELECT r.id FROM ` + records + ` r
+			WHERE r.partition = $1 AND r.id > $2 ORDER BY r.id LIMIT $3) x`,
+		// The records of that window (a primary key range) of key $4 or
+		// message id $5, at most $6.
+		sqlLookupWindow: `SELECT ` + recordCols + ` FROM ` + records + ` r
+			WHERE r.partition = $1 AND r.id > $2 AND r.id <= $3
+			  AND ($4 = '' OR r.key = $4) AND ($5 = '' OR r.message_id = $5)
+			ORDER BY r.id LIMIT $6`,
+		// A message id without its key: the first $2 records of every
+		// partition (a primary key range per partition) and the first $3
+		// held records (records_held), at most $4 matches.
+		sqlLookupHeads: `SELECT * FROM (
+				SELECT ` + recordCols + ` FROM ` + partitions + ` p CROSS JOIN LATERAL (
+					SELECT ` + recordFields + ` FROM ` + records + ` r WHERE r.partition = p.partition ORDER BY r.id LIMIT $2) r
+				WHERE r.message_id = $1
+				UNION
+				SELECT ` + recordCols + ` FROM (SELECT ` + recordFields + ` FROM ` + records + ` r WHERE r.available_at IS NOT NULL
+					ORDER BY r.partition, r.available_at LIMIT $3) r
+				WHERE r.message_id = $1
+			) m ORDER BY 1, 2 LIMIT $4`,
+		// How many partitions hold more than $1 records (records primary
+		// key, index-only, one probe at offset $1 per partition).
+		sqlHeadsBeyond: `SELECT count(*) FROM ` + partitions + ` p WHERE EXISTS (
+			SELECT 1 FROM (SELECT r.id FROM ` + records + ` r WHERE r.partition = p.partition ORDER BY r.id OFFSET $1 LIMIT 1) x)`,
+		// Dead letters of a key: among the newest $2 (a window of the
+		// dead_letters primary key), at most $3.
+		sqlDeadByKey: `SELECT ` + deadCols + ` FROM (` + deadWindow + ` LIMIT $2) d WHERE d.key = $1 ORDER BY d.id DESC LIMIT $3`,
+		// Dead letters of a message id (dead_letters_message_id), at most $2.
+		sqlDeadByMessage: `SELECT ` + deadCols + ` FROM ` + dead + ` d WHERE d.message_id = $1 ORDER BY d.id DESC LIMIT $2`,
 	}
 }
 
@@ -216,6 +249,26 @@ func (s *store) partitions(ctx context.Context, p PartitionsParams) ([]partition
 		r.Pending = min(r.Pending, int64(p.Cap))
 		r.HeldCapped = r.Held > int64(p.Cap)
 		r.Held = min(r.Held, int64(p.Cap))
+		out = append(out, r)
+		return nil
+	})
+	return out, err
+}
+
+// leases reads every partition's lease (owner, epoch, lease left) without
+// its backlog.
+func (s *store) leases(ctx context.Context) ([]partitionRow, error) {
+	rows, err := s.pool.Query(ctx, s.sqlLeases)
+	if err != nil {
+		return nil, err
+	}
+	var out []partitionRow
+	var r partitionRow
+	_, err = pgx.ForEachRow(rows, []any{&r.Partition, &r.Owner, &r.Epoch, &r.LeaseLeft}, func() error {
+		r.LeaseLeft = max(r.LeaseLeft, 0)
+		if r.LeaseLeft == 0 {
+			r.Owner = ""
+		}
 		out = append(out, r)
 		return nil
 	})
@@ -427,16 +480,28 @@ type DeadMoveParams struct {
 	After   int64 // only ids above this
 	Filter  DeadFilter
 	Requeue bool // false: purge
-	Batch   int
+	Batch   int  // moved at most
+	Window  int  // dead letters read at most
 	Channel string
 }
 
-// deadMove moves one batch and returns how many and the highest id moved.
-func (s *store) deadMove(ctx context.Context, p DeadMoveParams) (n int, last int64, err error) {
-	var woken int
-	err = s.pool.QueryRow(ctx, s.sqlDeadMove, p.After, p.Filter.Topic, p.Filter.Key, p.Filter.Error, p.Requeue, p.Batch, p.Channel).
-		Scan(&n, &last, &woken)
-	return n, last, err
+// deadMove moves one batch and returns how many and where the next batch
+// starts (after), and whether the dead letters above After ended within
+// the window (done).
+func (s *store) deadMove(ctx context.Context, p DeadMoveParams) (n int, after int64, done bool, err error) {
+	var woken, win int
+	var last, winLast int64
+	err = s.pool.QueryRow(ctx, s.sqlDeadMove, p.After, p.Filter.Topic, p.Filter.Key, p.Filter.Error, p.Requeue, p.Batch, p.Channel, p.Window).
+		Scan(&n, &last, &woken, &win, &winLast)
+	switch {
+	case err != nil:
+		return n, 0, false, err
+	case n == p.Batch:
+		// The batch filled up: the window may hold more matches after it.
+		return n, last, false, nil
+	default:
+		return n, winLast, win < p.Window, nil
+	}
 }
 
 // recordRow is a record found by a lookup, pending, held or dead-lettered.
@@ -463,27 +528,83 @@ type LookupParams struct {
 	ID         int64
 	MessageID  string
 	Key        string
-	Partition  int // Key's partition, or -1
-	Partitions []int32
+	Partition  int     // Key's partition, or -1
+	Partitions []int32 // every partition, for ID
+	After      int64   // with Partition: scan the records above this id
+	Scan       int     // records read at most (with Partition: of that partition; else over all partitions)
+	HeldScan   int     // without Partition: held records read at most
+	DeadWindow int     // newest dead letters searched for Key
+	SkipDead   bool    // records only (a continued scan)
 	Limit      int
-	DeadWindow int
 }
 
-func (s *store) lookup(ctx context.Context, p LookupParams) ([]recordRow, error) {
-	var rows pgx.Rows
+// lookupResult is a lookup's records and what it searched.
+type lookupResult struct {
+	rows []recordRow
+	// pendingComplete says every pending record that could match was read
+	// (ScanEnd is then 0); else ScanEnd is the last id read of Partition,
+	// or, without one, headsBeyond partitions held more than perPartition.
+	pendingComplete bool
+	scanned         int64
+	scanEnd         int64
+	perPartition    int
+	headsBeyond     int64
+	// deadComplete says every dead letter that could match was read.
+	deadComplete bool
+}
+
+func (s *store) lookup(ctx context.Context, p LookupParams) (lookupResult, error) {
+	res := lookupResult{rows: []recordRow{}, pendingComplete: true, deadComplete: true}
 	var err error
 	switch {
 	case p.ID > 0:
-		rows, err = s.pool.Query(ctx, s.sqlLookupID, p.ID, p.Partitions)
-	case p.MessageID != "":
-		rows, err = s.pool.Query(ctx, s.sqlLookupMessage, p.MessageID, p.Partition, p.DeadWindow)
+		err = s.collectRecords(ctx, &res, s.sqlLookupID, p.ID, p.Partitions)
+		return res, err
+	case p.Partition >= 0:
+		// One partition's window: its bounds first, then its rows.
+		var last int64
+		if err = s.pool.QueryRow(ctx, s.sqlScanWindow, p.Partition, p.After, p.Scan).Scan(&res.scanned, &last); err != nil {
+			return res, err
+		}
+		if res.scanned >= int64(p.Scan) {
+			res.pendingComplete, res.scanEnd = false, last
+		}
+		if res.scanned > 0 {
+			err = s.collectRecords(ctx, &res, s.sqlLookupWindow, p.Partition, p.After, last, p.Key, p.MessageID, p.Limit)
+		}
 	default:
-		rows, err = s.pool.Query(ctx, s.sqlLookupKey, p.Partition, p.Key, p.Limit, p.DeadWindow)
+		res.perPartition = max(p.Scan/len(p.Partitions), 1)
+		if err = s.collectRecords(ctx, &res, s.sqlLookupHeads, p.MessageID, res.perPartition, p.HeldScan, p.Limit); err != nil {
+			return res, err
+		}
+		err = s.pool.QueryRow(ctx, s.sqlHeadsBeyond, res.perPartition).Scan(&res.headsBeyond)
+		res.pendingComplete = res.headsBeyond == 0
 	}
+	if err != nil || p.SkipDead {
+		return res, err
+	}
+	if p.MessageID != "" {
+		return res, s.collectRecords(ctx, &res, s.sqlDeadByMessage, p.MessageID, p.Limit)
+	}
+	if err = s.collectRecords(ctx, &res, s.sqlDeadByKey, p.Key, p.DeadWindow, p.Limit); err != nil {
+		return res, err
+	}
+	// More dead letters than the window: the key's older ones were not read.
+	var beyond int64
+	if err = s.pool.QueryRow(ctx, s.sqlDeadWindowEnd, int64(math.MaxInt64), p.DeadWindow+1).Scan(&beyond); err != nil && err != pgx.ErrNoRows {
+		return res, err
+	}
+	res.deadComplete = beyond == 0
+	return res, nil
+}
+
+// collectRecords appends the records or dead letters a lookup statement
+// returns.
+func (s *store) collectRecords(ctx context.Context, res *lookupResult, sql string, args ...any) error {
+	rows, err := s.pool.Query(ctx, sql, args...)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	out := []recordRow{}
 	var r recordRow
 	var held bool
 	var avail, dead *time.Time
@@ -498,10 +619,10 @@ func (s *store) lookup(ctx context.Context, p LookupParams) ([]recordRow, error)
 		default:
 			r.State = "pending"
 		}
-		out = append(out, r)
+		res.rows = append(res.rows, r)
 		return nil
 	})
-	return out, err
+	return err
 }
 
 // traceID returns the trace id of a W3C traceparent, or "".

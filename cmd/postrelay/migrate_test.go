@@ -30,7 +30,7 @@ func TestConcurrentMigrateProcessesAndBadInput(t *testing.T) {
 	wg.Wait()
 	for i := range outs {
 		require.NoError(t, errs[i], outs[i])
-		require.Contains(t, outs[i], "migrated to version 3")
+		require.Contains(t, outs[i], "migrated to version 4")
 	}
 
 	for _, tc := range []struct {

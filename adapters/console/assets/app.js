@@ -364,11 +364,18 @@ async function showLookup() {
   await loadStatus(true);
 }
 
-async function lookup() {
-  const f = new FormData($("#lookup-form"));
-  const q = new URLSearchParams({ [f.get("by")]: f.get("q").trim() });
-  const key = (f.get("key") || "").trim();
-  if (f.get("by") === "message_id" && key) q.set("key", key);
+let lookupNext = null; // the query continuing the last lookup, or null
+
+async function lookup(more) {
+  let q;
+  if (more && lookupNext) {
+    q = lookupNext;
+  } else {
+    const f = new FormData($("#lookup-form"));
+    q = new URLSearchParams({ [f.get("by")]: f.get("q").trim() });
+    const key = (f.get("key") || "").trim();
+    if (f.get("by") === "message_id" && key) q.set("key", key);
+  }
   try {
     const data = await get("records?" + q);
     $("#lookup-state").textContent = "State: " + data.state.replace("_", " ");
@@ -377,9 +384,19 @@ async function lookup() {
         el("td", { class: "num" }, String(r.id)), el("td", {}, r.topic), el("td", {}, r.key), el("td", {}, r.message_id),
         el("td", { class: "num" }, String(r.attempts)), el("td", {}, r.dead_lettered_at ? "dead since " + fmtTime(r.dead_lettered_at) : fmtTime(r.available_at)),
         el("td", { class: "err" }, r.last_error || "–"), el("td", {}, fmtTime(r.created_at)))));
+    $("#lookup-searched").textContent = (data.complete ? "Searched " : "Not every record was searched: ") + data.searched + ".";
+    lookupNext = null;
+    if (data.next_after) {
+      lookupNext = new URLSearchParams(q);
+      lookupNext.set("after", data.next_after);
+    }
+    $("#lookup-more").hidden = !lookupNext;
   } catch (e) {
     $("#lookup-state").textContent = e.message;
     $("#lookup-rows").replaceChildren();
+    $("#lookup-searched").textContent = "";
+    $("#lookup-more").hidden = true;
+    lookupNext = null;
   }
 }
 
@@ -409,7 +426,8 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#stuck-filter").addEventListener("submit", (e) => { e.preventDefault(); showStuck().catch((x) => flash(x.message, true)); });
   $("#dead-filter").addEventListener("submit", (e) => { e.preventDefault(); showDead(false).catch((x) => flash(x.message, true)); });
   $("#dead-more").addEventListener("click", () => showDead(true).catch((x) => flash(x.message, true)));
-  $("#lookup-form").addEventListener("submit", (e) => { e.preventDefault(); lookup(); });
+  $("#lookup-form").addEventListener("submit", (e) => { e.preventDefault(); lookup(false); });
+  $("#lookup-more").addEventListener("click", () => lookup(true));
   $("#requeue-selected").addEventListener("click", () => deadAction("requeue", [...selected]));
   $("#purge-selected").addEventListener("click", () => deadAction("purge", [...selected]));
   $("#requeue-all").addEventListener("click", () => deadAction("requeue", null));
