@@ -220,13 +220,14 @@ func TestResultsMarkdown(t *testing.T) {
 // The inbox scenario runs end to end on short rounds: every handler
 // variant is timed, the duplicates round runs, and the purge deletes the
 // 200,000 expired ids with the handler load running (call durations
-// before and during it recorded).
+// before and during it recorded, and the handler sessions' waits
+// sampled).
 func TestInboxScenarioRunsEndToEnd(t *testing.T) {
 	pgtest.Pool(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var out, errOut bytes.Buffer
-	err := run(ctx, []string{"inbox", "--database-url", pgtest.URL(), "--clients", "2", "--duration", "200ms", "--json"}, &out, &errOut)
+	err := run(ctx, []string{"inbox", "--database-url", pgtest.URL(), "--clients", "2", "--duration", "500ms", "--json"}, &out, &errOut)
 	require.NoError(t, err, errOut.String())
 	var r InboxResult
 	require.NoError(t, json.Unmarshal(lastLine(out.String()), &r), out.String())
@@ -239,4 +240,6 @@ func TestInboxScenarioRunsEndToEnd(t *testing.T) {
 	require.EqualValues(t, 200000, r.PurgedRows)
 	require.LessOrEqual(t, r.CallP50UsDuringPurge, r.CallP99UsDuringPurge)
 	require.LessOrEqual(t, r.CallP99UsDuringPurge, r.CallMaxUsDuringPurge)
+	require.Positive(t, r.WaitsBeforePurge.Samples)
+	require.Positive(t, r.WaitsDuringPurge.Samples)
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/postrelay/postrelay/adapters/inbox"
 )
@@ -59,6 +60,71 @@ type InboxResult struct {
 	CallP50UsDuringPurge float64 `json:"call_p50_us_during_purge"`
 	CallP99UsDuringPurge float64 `json:"call_p99_us_during_purge"`
 	CallMaxUsDuringPurge float64 `json:"call_max_us_during_purge"`
+	// What the handlers' sessions wait on, sampled in pg_stat_activity
+	// just before and during the purge: a Lock wait would be a claim
+	// waiting on the purge's locks.
+	WaitsBeforePurge waitStats `json:"waits_before_purge"`
+	WaitsDuringPurge waitStats `json:"waits_during_purge"`
+}
+
+// waitStats summarizes samples of the handler sessions' waits.
+type waitStats struct {
+	Samples int `json:"samples"`
+	// LockSamples is how many samples saw a handler session waiting on a
+	// heavyweight lock (wait_event_type Lock); MaxLock the most at once.
+	LockSamples int `json:"lock_samples"`
+	MaxLock     int `json:"max_lock"`
+	// Mean handler sessions per sample waiting on LWLocks and on I/O
+	// (WAL flushes among them), and active without waiting (CPU).
+	MeanLWLock float64 `json:"mean_lwlock"`
+	MeanIO     float64 `json:"mean_io"`
+	MeanCPU    float64 `json:"mean_cpu"`
+}
+
+func (w waitStats) String() string {
+	return fmt.Sprintf("Lock in %d of %d samples (max %d at once), on average %.1f LWLock / %.1f IO / %.1f on CPU",
+		w.LockSamples, w.Samples, w.MaxLock, w.MeanLWLock, w.MeanIO, w.MeanCPU)
+}
+
+// sampleWaits samples every 10 ms, until ctx ends, what the active
+// sessions named app wait on, leaving out the purge's own statements.
+func sampleWaits(ctx context.Context, url, app string) (waitStats, error) {
+	conn, err := pgx.Connect(context.WithoutCancel(ctx), url)
+	if err != nil {
+		return waitStats{}, err
+	}
+	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
+	var w waitStats
+	var lw, io, cpu int
+	for ctx.Err() == nil {
+		var lock, l, i, c int
+		err := conn.QueryRow(ctx, `SELECT count(*) FILTER (WHERE wait_event_type = 'Lock'),
+			count(*) FILTER (WHERE wait_event_type = 'LWLock'), count(*) FILTER (WHERE wait_event_type = 'IO'),
+			count(*) FILTER (WHERE wait_event_type IS NULL)
+			FROM pg_stat_activity WHERE application_name = $1 AND state = 'active' AND pid <> pg_backend_pid()
+			AND query NOT LIKE 'DELETE FROM%' AND query NOT LIKE '%pg_try_advisory_xact_lock%'`, app).Scan(&lock, &l, &i, &c)
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			return w, err
+		}
+		w.Samples++
+		if lock > 0 {
+			w.LockSamples++
+		}
+		w.MaxLock = max(w.MaxLock, lock)
+		lw, io, cpu = lw+l, io+i, cpu+c
+		select {
+		case <-ctx.Done():
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	if w.Samples > 0 {
+		n := float64(w.Samples)
+		w.MeanLWLock, w.MeanIO, w.MeanCPU = float64(lw)/n, float64(io)/n, float64(cpu)/n
+	}
+	return w, nil
 }
 
 // callQuantiles returns the p50, p99 and maximum of call durations (µs).
@@ -85,11 +151,23 @@ func runInbox(ctx context.Context, o options, out io.Writer) (*InboxResult, erro
 	if o.duration <= 0 {
 		o.duration = 5 * time.Second
 	}
-	pool, err := openPool(ctx, o, int32(o.clients+2))
+	// The handlers' sessions carry an application_name of their own, so
+	// the purge's sampler finds them.
+	const app = "postrelay-bench-inbox"
+	pcfg, err := pgxpool.ParseConfig(o.databaseURL)
+	if err != nil {
+		return nil, err
+	}
+	pcfg.MaxConns = int32(o.clients + 2)
+	pcfg.ConnConfig.RuntimeParams["application_name"] = app
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, err
 	}
 	defer pool.Close()
+	if err := pool.Ping(ctx); err != nil {
+		return nil, fmt.Errorf("PostgreSQL unreachable (start it with .ci/services postgres): %w", err)
+	}
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	schema := "bench_inbox_" + hex.EncodeToString(b[:])
@@ -172,6 +250,9 @@ func runInbox(ctx context.Context, o options, out io.Writer) (*InboxResult, erro
 		if err, ok := firstErr.Load().(error); ok {
 			return 0, nil, err
 		}
+		if n.Load() == 0 && parent.Err() == nil {
+			return 0, nil, fmt.Errorf("inbox: a round of %s completed no message: use a longer --duration", d)
+		}
 		return float64(n.Load()) / time.Since(start).Seconds(), calls, nil
 	}
 	unique := func() string { return "m-" + strconv.FormatInt(seq.Add(1), 10) }
@@ -227,6 +308,11 @@ func runInbox(ctx context.Context, o options, out io.Writer) (*InboxResult, erro
 		wg.Wait()
 		cancel()
 	}
+	for k, d := range durs {
+		if len(d) == 0 {
+			return nil, fmt.Errorf("inbox: no interleaved call of handler %d completed in %s: use a longer --duration", k, 2*o.duration)
+		}
+	}
 	res0, resAlone, res1 := median(durs[0]), median(durs[1]), median(durs[2])
 	fmt.Fprintf(out, "  interleaved calls: median %6.0f us without inbox (n=%d), %6.0f us with (n=%d): %+.1f %%; claim in its own round trip %6.0f us (n=%d): %+.1f %%\n",
 		res0, len(durs[0]), res1, len(durs[2]), (res1/res0-1)*100, resAlone, len(durs[1]), (resAlone/res0-1)*100)
@@ -261,10 +347,26 @@ func runInbox(ctx context.Context, o options, out io.Writer) (*InboxResult, erro
 	if _, err := pool.Exec(ctx, "VACUUM ANALYZE "+processedTable); err != nil {
 		return nil, err
 	}
+	// sample runs sampleWaits until the returned stop is called.
+	sample := func() (stop func() (waitStats, error)) {
+		sctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		var w waitStats
+		var err error
+		go func() { w, err = sampleWaits(sctx, o.databaseURL, app); close(done) }()
+		return func() (waitStats, error) { cancel(); <-done; return w, err }
+	}
+	stopSampling := sample()
 	before, callsBefore, err := round(ctx, o.duration, withInbox, unique)
+	waits, serr := stopSampling()
 	if err != nil {
 		return nil, err
 	}
+	if serr != nil {
+		return nil, serr
+	}
+	res.WaitsBeforePurge = waits
+	stopSampling = sample()
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	var during float64
 	var callsDuring []float64
@@ -276,6 +378,7 @@ func runInbox(ctx context.Context, o options, out io.Writer) (*InboxResult, erro
 	start := time.Now()
 	purged, err := ib.Purge(ctx)
 	res.PurgeSeconds = time.Since(start).Seconds()
+	res.WaitsDuringPurge, serr = stopSampling()
 	stopLoad()
 	<-loadDone
 	res.MsgPerSecDuringPur = during
@@ -283,6 +386,9 @@ func runInbox(ctx context.Context, o options, out io.Writer) (*InboxResult, erro
 		return nil, err
 	}
 	res.CallP50UsBeforePurge, res.CallP99UsBeforePurge, res.CallMaxUsBeforePurge = callQuantiles(callsBefore)
+	if serr != nil {
+		return nil, serr
+	}
 	res.CallP50UsDuringPurge, res.CallP99UsDuringPurge, res.CallMaxUsDuringPurge = callQuantiles(callsDuring)
 	res.PurgedRows = purged
 	res.MsgPerSecBeforePurge = before
@@ -290,5 +396,6 @@ func runInbox(ctx context.Context, o options, out io.Writer) (*InboxResult, erro
 		purged, res.PurgeSeconds, float64(purged)/res.PurgeSeconds, purgeBatch, "  inbox handler rate during the purge", res.MsgPerSecDuringPur, before)
 	fmt.Fprintf(out, "%-52s p50 %6.0f / p99 %6.0f / max %6.0f us (just before: %6.0f / %6.0f / %6.0f)\n", "  inbox handler calls during the purge",
 		res.CallP50UsDuringPurge, res.CallP99UsDuringPurge, res.CallMaxUsDuringPurge, res.CallP50UsBeforePurge, res.CallP99UsBeforePurge, res.CallMaxUsBeforePurge)
+	fmt.Fprintf(out, "  handler sessions' waits during the purge:  %s\n  just before it:                            %s\n", res.WaitsDuringPurge, res.WaitsBeforePurge)
 	return res, nil
 }

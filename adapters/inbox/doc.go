@@ -25,7 +25,9 @@
 // For each message, in ONE PostgreSQL transaction:
 //
 //  1. claim: INSERT INTO processed (consumer, message_id) … ON CONFLICT DO
-//     NOTHING. The key is the message UUID (postrelay sets it to the
+//     NOTHING, sent with the BEGIN in one round trip (a pgx.Batch), so the
+//     claim adds a statement but no round trip to the handler's
+//     transaction. The key is the message UUID (postrelay sets it to the
 //     record's message id, stable across redeliveries) or the metadata
 //     value Config.KeyMetadata names;
 //  2. if the row already existed (committed), the message is a duplicate:

@@ -3,8 +3,6 @@ package inbox
 import (
 	"context"
 	"fmt"
-	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -77,9 +75,10 @@ type HandlerFunc func(msg *message.Message, tx pgx.Tx) error
 // Handler adapts fn to a Watermill handler that applies each message once:
 //
 //  1. it begins a transaction and claims (Consumer, key) with an INSERT …
-//     ON CONFLICT DO NOTHING. A concurrent claim of the same key waits for
-//     the first transaction's outcome: if it commits, the message is a
-//     duplicate; if it rolls back, the waiting claim wins and applies it;
+//     ON CONFLICT DO NOTHING, sent with the BEGIN in one round trip. A
+//     concurrent claim of the same key waits for the first transaction's
+//     outcome: if it commits, the message is a duplicate; if it rolls back,
+//     the waiting claim wins and applies it;
 //  2. a duplicate commits nothing and returns nil (the router acks it);
 //  3. otherwise fn runs with the transaction; nil commits, then returns nil
 //     (the router acks); an error or a panic rolls back and returns an error
@@ -87,8 +86,13 @@ type HandlerFunc func(msg *message.Message, tx pgx.Tx) error
 //
 // If the message came from a watermill-sql subscriber built with
 // BeginnerFromPgx, the claim and fn run under a savepoint of the
-// subscriber's own transaction, which commits with the ack (as
-// adapters.TxHandler does).
+// subscriber's own transaction (SAVEPOINT and the claim in one round
+// trip), which commits with the ack (as adapters.TxHandler does).
+//
+// The tx fn gets is the inbox's own pgx.Tx implementation (pgx cannot
+// wrap a transaction begun in a batch): it behaves as pgx's — Begin makes
+// a savepoint, every method fails with pgx.ErrTxClosed once fn has
+// returned, LargeObjects works (its first call costs a round trip).
 func (ib *Inbox) Handler(fn HandlerFunc) message.NoPublishHandlerFunc {
 	return func(msg *message.Message) error {
 		return ib.process(msg, fn)
@@ -155,7 +159,7 @@ func (ib *Inbox) process(msg *message.Message, fn HandlerFunc) error {
 	defer conn.Release() // after the rollback below: a connection still in a transaction is discarded
 	tx := &connTx{conn: conn.Conn(), ctx: ctx, ended: ib.ended}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	dup, err := ib.claim(ctx, tx.conn, "begin", key)
+	_, dup, err := ib.claim(ctx, tx.conn, "begin", key)
 	if err != nil {
 		return err
 	}
@@ -174,19 +178,25 @@ func (ib *Inbox) process(msg *message.Message, fn HandlerFunc) error {
 	return nil
 }
 
-// savepointSeq numbers the inbox's savepoints in subscribers'
-// transactions: a name is never reused, so a rollback to one cannot reach
-// an older one of a previous delivery in the same transaction.
-var savepointSeq atomic.Uint64
-
 // processInTx claims and applies msg under a savepoint of tx, the
 // transaction a watermill-sql subscriber consumed it in, which commits
 // with the ack.
 func (ib *Inbox) processInTx(ctx context.Context, msg *message.Message, tx pgx.Tx, key string, fn HandlerFunc) error {
-	sp := &savepointTx{parent: tx, name: "postrelay_inbox_" + strconv.FormatUint(savepointSeq.Add(1), 10), ended: ib.ended}
-	dup, err := ib.claim(ctx, tx, "savepoint "+sp.name, key)
+	// One fixed name, so that pgx prepares and caches the statement once
+	// per connection; a later SAVEPOINT of the same name (the next
+	// delivery in this transaction) hides this one, and ROLLBACK TO and
+	// RELEASE act on the newest.
+	sp := &savepointTx{parent: tx, name: "postrelay_inbox", ended: ib.ended}
+	opened, dup, err := ib.claim(ctx, tx, "savepoint "+sp.name, key)
 	if err != nil {
-		_ = sp.Rollback(ctx) // fails harmlessly if the savepoint was not set
+		// The claim failed after the savepoint: undo it, and keep the
+		// subscriber's transaction usable. (A claim PostgreSQL cannot
+		// even prepare — the schema is not migrated — fails before the
+		// savepoint and leaves the subscriber's transaction aborted: it
+		// rolls back, nothing is applied, the message comes again.)
+		if opened {
+			_ = sp.Rollback(ctx)
+		}
 		return err
 	}
 	if dup {
@@ -209,17 +219,18 @@ func (ib *Inbox) processInTx(ctx context.Context, msg *message.Message, tx pgx.T
 
 // claim sends open (the statement opening the message's transaction or
 // savepoint) and the claim, INSERT (consumer, key) … ON CONFLICT DO
-// NOTHING, in one round trip; dup is true if a committed row exists. A
-// claim of a key another transaction has claimed but not ended waits for
-// that transaction's end.
+// NOTHING, in one round trip; opened is true if open succeeded, dup if a
+// committed row exists. A claim of a key another transaction has claimed
+// but not ended waits for that transaction's end.
 func (ib *Inbox) claim(ctx context.Context, db interface {
 	SendBatch(context.Context, *pgx.Batch) pgx.BatchResults
-}, open, key string) (dup bool, err error) {
+}, open, key string) (opened, dup bool, err error) {
 	b := &pgx.Batch{}
 	b.Queue(open)
 	b.Queue(ib.claimSQL, ib.cfg.Consumer, key)
 	br := db.SendBatch(ctx, b)
 	_, err = br.Exec()
+	opened = err == nil
 	var tag pgconn.CommandTag
 	if err == nil {
 		tag, err = br.Exec()
@@ -228,9 +239,9 @@ func (ib *Inbox) claim(ctx context.Context, db interface {
 		err = cerr
 	}
 	if err != nil {
-		return false, fmt.Errorf("inbox: consumer %q: claim message %s: %w", ib.cfg.Consumer, key, notMigrated(err, ib.cfg.Schema, "processed"))
+		return opened, false, fmt.Errorf("inbox: consumer %q: claim message %s: %w", ib.cfg.Consumer, key, notMigrated(err, ib.cfg.Schema, "processed"))
 	}
-	return tag.RowsAffected() == 0, nil
+	return true, tag.RowsAffected() == 0, nil
 }
 
 // run calls fn, turning a panic into ErrHandlerPanic.

@@ -46,6 +46,12 @@ func TestInboxClaimInSubscriberTransaction(t *testing.T) {
 		return nil
 	}
 	msg := message.NewMessage("m1", nil)
+	// A claim that fails when it runs leaves the subscriber's transaction
+	// usable too.
+	broken := *ib
+	broken.claimSQL = "INSERT INTO " + ident(schema, "processed") + " (consumer, message_id) VALUES ($1, $2::int::text)"
+	require.ErrorContains(t, broken.processInTx(ctx, msg, outer, "m1", apply), `claim message m1: ERROR: invalid input syntax for type integer: "m1"`)
+	require.Zero(t, attempts)
 	require.EqualError(t, ib.processInTx(ctx, msg, outer, "m1", apply), "transient")
 	_, err = outer.Exec(ctx, "INSERT INTO offsets VALUES (1)")
 	require.NoError(t, err, "the failed attempt left the subscriber's transaction usable")
