@@ -79,11 +79,14 @@ type waitStats struct {
 	MeanLWLock float64 `json:"mean_lwlock"`
 	MeanIO     float64 `json:"mean_io"`
 	MeanCPU    float64 `json:"mean_cpu"`
+	// LockEvents counts the Lock waits seen by wait_event (extend,
+	// transactionid, tuple…).
+	LockEvents map[string]int `json:"lock_events,omitempty"`
 }
 
 func (w waitStats) String() string {
-	return fmt.Sprintf("Lock in %d of %d samples (max %d at once), on average %.1f LWLock / %.1f IO / %.1f on CPU",
-		w.LockSamples, w.Samples, w.MaxLock, w.MeanLWLock, w.MeanIO, w.MeanCPU)
+	return fmt.Sprintf("Lock in %d of %d samples (max %d at once; %v), on average %.1f LWLock / %.1f IO / %.1f on CPU",
+		w.LockSamples, w.Samples, w.MaxLock, w.LockEvents, w.MeanLWLock, w.MeanIO, w.MeanCPU)
 }
 
 // sampleWaits samples every 10 ms, until ctx ends, what the active
@@ -98,11 +101,13 @@ func sampleWaits(ctx context.Context, url, app string) (waitStats, error) {
 	var lw, io, cpu int
 	for ctx.Err() == nil {
 		var lock, l, i, c int
+		var events []string
 		err := conn.QueryRow(ctx, `SELECT count(*) FILTER (WHERE wait_event_type = 'Lock'),
 			count(*) FILTER (WHERE wait_event_type = 'LWLock'), count(*) FILTER (WHERE wait_event_type = 'IO'),
-			count(*) FILTER (WHERE wait_event_type IS NULL)
+			count(*) FILTER (WHERE wait_event_type IS NULL),
+			coalesce(array_agg(wait_event) FILTER (WHERE wait_event_type = 'Lock'), '{}')
 			FROM pg_stat_activity WHERE application_name = $1 AND state = 'active' AND pid <> pg_backend_pid()
-			AND query NOT LIKE 'DELETE FROM%' AND query NOT LIKE '%pg_try_advisory_xact_lock%'`, app).Scan(&lock, &l, &i, &c)
+			AND query NOT LIKE 'DELETE FROM%' AND query NOT LIKE '%pg_try_advisory_xact_lock%'`, app).Scan(&lock, &l, &i, &c, &events)
 		if err != nil {
 			if ctx.Err() != nil {
 				break
@@ -114,6 +119,12 @@ func sampleWaits(ctx context.Context, url, app string) (waitStats, error) {
 			w.LockSamples++
 		}
 		w.MaxLock = max(w.MaxLock, lock)
+		for _, e := range events {
+			if w.LockEvents == nil {
+				w.LockEvents = map[string]int{}
+			}
+			w.LockEvents[e]++
+		}
 		lw, io, cpu = lw+l, io+i, cpu+c
 		select {
 		case <-ctx.Done():
