@@ -190,10 +190,12 @@ func (ib *Inbox) processInTx(ctx context.Context, msg *message.Message, tx pgx.T
 	opened, dup, err := ib.claim(ctx, tx, "savepoint "+sp.name, key)
 	if err != nil {
 		// The claim failed after the savepoint: undo it, and keep the
-		// subscriber's transaction usable. (A claim PostgreSQL cannot
-		// even prepare — the schema is not migrated — fails before the
-		// savepoint and leaves the subscriber's transaction aborted: it
-		// rolls back, nothing is applied, the message comes again.)
+		// subscriber's transaction usable. A claim PostgreSQL cannot even
+		// prepare (its table was dropped after New) fails in pgx's
+		// prepare step, before the savepoint, and leaves the subscriber's
+		// transaction aborted: nothing is applied, and since watermill-sql
+		// resends a nacked message in the same transaction, that
+		// message's deliveries fail until the subscriber is restarted.
 		if opened {
 			_ = sp.Rollback(ctx)
 		}
