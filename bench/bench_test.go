@@ -236,3 +236,30 @@ func TestResultsMarkdown(t *testing.T) {
 	require.Contains(t, md, "| 1000 | postrelay | 1000 | 1.00 | 11.5 (11.0–12.0) | 1.00× | 1.15× |")
 	require.Contains(t, md, "latency at 5000 rec/s (achieved 0), from just before COMMIT")
 }
+
+// The inbox scenario runs end to end on short rounds: every handler
+// variant is timed, the duplicates round runs, and the purge deletes the
+// 200,000 expired ids with the handler load running (call durations
+// before and during it recorded, and the handler sessions' waits
+// sampled).
+func TestInboxScenarioRunsEndToEnd(t *testing.T) {
+	pgtest.Pool(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	err := run(ctx, []string{"inbox", "--database-url", pgtest.URL(), "--clients", "2", "--duration", "500ms", "--json"}, &out, &errOut)
+	require.NoError(t, err, errOut.String())
+	var r InboxResult
+	require.NoError(t, json.Unmarshal(lastLine(out.String()), &r), out.String())
+	require.Equal(t, 2, r.Clients)
+	for name, v := range map[string]float64{"without": r.MsgPerSecWithout, "with": r.MsgPerSecWith, "duplicates": r.DuplicatesPerSec,
+		"call without": r.CallUsWithout, "call with": r.CallUsWith, "call claim alone": r.CallUsClaimAlone,
+		"during purge": r.MsgPerSecDuringPur, "p99 during purge": r.CallP99UsDuringPurge} {
+		require.Positive(t, v, name)
+	}
+	require.EqualValues(t, 200000, r.PurgedRows)
+	require.LessOrEqual(t, r.CallP50UsDuringPurge, r.CallP99UsDuringPurge)
+	require.LessOrEqual(t, r.CallP99UsDuringPurge, r.CallMaxUsDuringPurge)
+	require.Positive(t, r.WaitsBeforePurge.Samples)
+	require.Positive(t, r.WaitsDuringPurge.Samples)
+}

@@ -25,7 +25,9 @@
 // For each message, in ONE PostgreSQL transaction:
 //
 //  1. claim: INSERT INTO processed (consumer, message_id) … ON CONFLICT DO
-//     NOTHING. The key is the message UUID (postrelay sets it to the
+//     NOTHING, sent with the BEGIN in one round trip (a pgx.Batch), so the
+//     claim adds a statement but no round trip to the handler's
+//     transaction. The key is the message UUID (postrelay sets it to the
 //     record's message id, stable across redeliveries) or the metadata
 //     value Config.KeyMetadata names;
 //  2. if the row already existed (committed), the message is a duplicate:
@@ -79,9 +81,10 @@
 // inbox purge`) deletes expired rows in batches of PurgeBatch, oldest
 // first through the index, each batch its own short transaction holding
 // row locks on the rows it deletes only: claims of new messages never wait
-// for its locks (they still share CPU and WAL with it: on a 2-core machine
-// the handlers' rate fell by half or more during a purge of 200,000 ids,
-// see bench/README.md). A transaction-scoped advisory lock keeps two
+// for its locks (sampled during a purge, their only lock waits were
+// relation extensions) but share CPU and WAL with it: on a 2-core machine
+// the handlers' rate fell by 11–59 % during a purge of 200,000 ids, see
+// bench/README.md. A transaction-scoped advisory lock keeps two
 // purgers of one consumer from deleting the same rows.
 //
 // The schema is created by Migrate (embedded, versioned, idempotent,

@@ -2,12 +2,12 @@ package inbox
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
@@ -29,6 +29,7 @@ type Inbox struct {
 	m    *instruments
 
 	claimSQL string
+	ended    pgx.Tx // committed at New
 }
 
 // New validates cfg and registers cfg.Consumer (with its retention) in the
@@ -47,9 +48,16 @@ func New(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Inbox, error) {
 		pool: pool, cfg: cfg, m: m,
 		claimSQL: "INSERT INTO " + ident(cfg.Schema, "processed") + " (consumer, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
 	}
-	_, err = pool.Exec(ctx, "INSERT INTO "+ident(cfg.Schema, "consumers")+" (name, retention) VALUES ($1, $2) "+
-		"ON CONFLICT (name) DO UPDATE SET retention = excluded.retention WHERE consumers.retention <> excluded.retention",
-		cfg.Consumer, cfg.Retention)
+	// The registration runs in a transaction whose pgx object, once
+	// committed, serves as the closed transaction of LargeObjects (see
+	// connTx).
+	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		ib.ended = tx
+		_, err := tx.Exec(ctx, "INSERT INTO "+ident(cfg.Schema, "consumers")+" (name, retention) VALUES ($1, $2) "+
+			"ON CONFLICT (name) DO UPDATE SET retention = excluded.retention WHERE consumers.retention <> excluded.retention",
+			cfg.Consumer, cfg.Retention)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("inbox: register consumer %q in schema %q: %w", cfg.Consumer, cfg.Schema, notMigrated(err, cfg.Schema, "consumers"))
 	}
@@ -67,9 +75,10 @@ type HandlerFunc func(msg *message.Message, tx pgx.Tx) error
 // Handler adapts fn to a Watermill handler that applies each message once:
 //
 //  1. it begins a transaction and claims (Consumer, key) with an INSERT …
-//     ON CONFLICT DO NOTHING. A concurrent claim of the same key waits for
-//     the first transaction's outcome: if it commits, the message is a
-//     duplicate; if it rolls back, the waiting claim wins and applies it;
+//     ON CONFLICT DO NOTHING, sent with the BEGIN in one round trip. A
+//     concurrent claim of the same key waits for the first transaction's
+//     outcome: if it commits, the message is a duplicate; if it rolls back,
+//     the waiting claim wins and applies it;
 //  2. a duplicate commits nothing and returns nil (the router acks it);
 //  3. otherwise fn runs with the transaction; nil commits, then returns nil
 //     (the router acks); an error or a panic rolls back and returns an error
@@ -77,8 +86,13 @@ type HandlerFunc func(msg *message.Message, tx pgx.Tx) error
 //
 // If the message came from a watermill-sql subscriber built with
 // BeginnerFromPgx, the claim and fn run under a savepoint of the
-// subscriber's own transaction, which commits with the ack (as
-// adapters.TxHandler does).
+// subscriber's own transaction (SAVEPOINT and the claim in one round
+// trip), which commits with the ack (as adapters.TxHandler does).
+//
+// The tx fn gets is the inbox's own pgx.Tx implementation (pgx cannot
+// wrap a transaction begun in a batch): it behaves as pgx's — Begin makes
+// a savepoint, every method fails with pgx.ErrTxClosed once fn has
+// returned, LargeObjects works (its first call costs a round trip).
 func (ib *Inbox) Handler(fn HandlerFunc) message.NoPublishHandlerFunc {
 	return func(msg *message.Message) error {
 		return ib.process(msg, fn)
@@ -125,10 +139,6 @@ func (ib *Inbox) key(msg *message.Message) string {
 	return msg.UUID
 }
 
-// errDuplicate rolls back the savepoint of a duplicate in a shared
-// transaction.
-var errDuplicate = errors.New("inbox: duplicate")
-
 func (ib *Inbox) process(msg *message.Message, fn HandlerFunc) error {
 	ctx := msg.Context()
 	key := ib.key(msg)
@@ -139,33 +149,17 @@ func (ib *Inbox) process(msg *message.Message, fn HandlerFunc) error {
 	if tx, ok, err := adapters.ConsumedTx(ctx); err != nil {
 		return err
 	} else if ok {
-		err := pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error {
-			dup, err := ib.claim(ctx, sp, key)
-			if err != nil {
-				return err
-			}
-			if dup {
-				return errDuplicate
-			}
-			return ib.run(msg, sp, fn)
-		})
-		if errors.Is(err, errDuplicate) {
-			ib.duplicate(ctx, msg, key)
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		ib.m.processed.Add(ctx, 1, ib.m.attrs)
-		return nil
+		return ib.processInTx(ctx, msg, tx, key, fn)
 	}
 
-	tx, err := ib.pool.Begin(ctx)
+	conn, err := ib.pool.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("inbox: consumer %q: begin: %w", ib.cfg.Consumer, err)
 	}
+	defer conn.Release() // after the rollback below: a connection still in a transaction is discarded
+	tx := &connTx{conn: conn.Conn(), ctx: ctx, ended: ib.ended}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	dup, err := ib.claim(ctx, tx, key)
+	_, dup, err := ib.claim(ctx, tx.conn, "begin", key)
 	if err != nil {
 		return err
 	}
@@ -184,13 +178,72 @@ func (ib *Inbox) process(msg *message.Message, fn HandlerFunc) error {
 	return nil
 }
 
-// claim inserts (consumer, key); dup is true if a committed row exists.
-func (ib *Inbox) claim(ctx context.Context, tx pgx.Tx, key string) (dup bool, err error) {
-	tag, err := tx.Exec(ctx, ib.claimSQL, ib.cfg.Consumer, key)
+// processInTx claims and applies msg under a savepoint of tx, the
+// transaction a watermill-sql subscriber consumed it in, which commits
+// with the ack.
+func (ib *Inbox) processInTx(ctx context.Context, msg *message.Message, tx pgx.Tx, key string, fn HandlerFunc) error {
+	// One fixed name, so that pgx prepares and caches the statement once
+	// per connection; a later SAVEPOINT of the same name (the next
+	// delivery in this transaction) hides this one, and ROLLBACK TO and
+	// RELEASE act on the newest.
+	sp := &savepointTx{parent: tx, name: "postrelay_inbox", ended: ib.ended}
+	opened, dup, err := ib.claim(ctx, tx, "savepoint "+sp.name, key)
 	if err != nil {
-		return false, fmt.Errorf("inbox: consumer %q: claim message %s: %w", ib.cfg.Consumer, key, notMigrated(err, ib.cfg.Schema, "processed"))
+		// The claim failed after the savepoint: undo it, and keep the
+		// subscriber's transaction usable. A claim PostgreSQL cannot even
+		// prepare (its table was dropped after New) fails in pgx's
+		// prepare step, before the savepoint, and leaves the subscriber's
+		// transaction aborted: nothing is applied, and since watermill-sql
+		// resends a nacked message in the same transaction, that
+		// message's deliveries fail until the subscriber is restarted.
+		if opened {
+			_ = sp.Rollback(ctx)
+		}
+		return err
 	}
-	return tag.RowsAffected() == 0, nil
+	if dup {
+		if err := sp.Commit(ctx); err != nil { // the claim wrote nothing
+			return fmt.Errorf("inbox: consumer %q: release savepoint of duplicate %s: %w", ib.cfg.Consumer, key, err)
+		}
+		ib.duplicate(ctx, msg, key)
+		return nil
+	}
+	if err := ib.run(msg, sp, fn); err != nil {
+		_ = sp.Rollback(ctx)
+		return err
+	}
+	if err := sp.Commit(ctx); err != nil {
+		return fmt.Errorf("inbox: consumer %q: release savepoint of message %s: %w", ib.cfg.Consumer, key, err)
+	}
+	ib.m.processed.Add(ctx, 1, ib.m.attrs)
+	return nil
+}
+
+// claim sends open (the statement opening the message's transaction or
+// savepoint) and the claim, INSERT (consumer, key) … ON CONFLICT DO
+// NOTHING, in one round trip; opened is true if open succeeded, dup if a
+// committed row exists. A claim of a key another transaction has claimed
+// but not ended waits for that transaction's end.
+func (ib *Inbox) claim(ctx context.Context, db interface {
+	SendBatch(context.Context, *pgx.Batch) pgx.BatchResults
+}, open, key string) (opened, dup bool, err error) {
+	b := &pgx.Batch{}
+	b.Queue(open)
+	b.Queue(ib.claimSQL, ib.cfg.Consumer, key)
+	br := db.SendBatch(ctx, b)
+	_, err = br.Exec()
+	opened = err == nil
+	var tag pgconn.CommandTag
+	if err == nil {
+		tag, err = br.Exec()
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return opened, false, fmt.Errorf("inbox: consumer %q: claim message %s: %w", ib.cfg.Consumer, key, notMigrated(err, ib.cfg.Schema, "processed"))
+	}
+	return true, tag.RowsAffected() == 0, nil
 }
 
 // run calls fn, turning a panic into ErrHandlerPanic.
