@@ -87,7 +87,7 @@ func TestRenderedMigrationsUseTheSchema(t *testing.T) {
 	first := engine.Migrations()[0].Render(engine.Config{Schema: "custom_outbox", Partitions: 12})
 	require.Contains(t, first, "< 12")
 	require.Contains(t, first, "postrelay_custom_outbox")
-	require.Equal(t, 3, engine.SchemaVersion())
+	require.Equal(t, 4, engine.SchemaVersion())
 	require.Equal(t, fmt.Sprint(engine.SchemaVersion()), fmt.Sprint(engine.Migrations()[len(engine.Migrations())-1].Version))
 }
 
@@ -131,7 +131,7 @@ func TestMigrateVersion1Forward(t *testing.T) {
 
 	eng, err := engine.New(pool, b.pub, cfg)
 	require.NoError(t, err)
-	require.ErrorIs(t, eng.Run(ctx), engine.ErrNotMigrated, "a binary needing version 3 refuses version 1")
+	require.ErrorIs(t, eng.Run(ctx), engine.ErrNotMigrated, "a binary needing version 4 refuses version 1")
 
 	require.NoError(t, engine.Migrate(ctx, pool, cfg))
 	var versions []int32
@@ -139,7 +139,7 @@ func TestMigrateVersion1Forward(t *testing.T) {
 	require.NoError(t, err)
 	versions, err = pgx.CollectRows(rows, pgx.RowTo[int32])
 	require.NoError(t, err)
-	require.Equal(t, []int32{1, 2, 3}, versions)
+	require.Equal(t, []int32{1, 2, 3, 4}, versions)
 	var key string
 	require.NoError(t, pool.QueryRow(ctx, `SELECT pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = $1::regclass AND indisprimary`,
 		ident("records")).Scan(&key))
