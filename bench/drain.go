@@ -64,6 +64,16 @@ func baselineDrain(ctx context.Context, pool *pgxpool.Pool, o options, sys strin
 		b.CPUPerRecordUS = cpuPerRecordUS(machineCPU()-cpu0, records)
 	case sysRiver:
 		b.Seconds, b.CPUPerRecordUS, err = riverDrain(ctx, o, records, out)
+	case sysRetention:
+		ro := o
+		ro.records = records
+		if ro.retention <= 0 {
+			ro.retention = 24 * time.Hour
+		}
+		var r *DrainResult
+		if r, err = drainOnce(ctx, pool, ro, 1, out); err == nil {
+			b.Seconds, b.CPUPerRecordUS = r.Seconds, r.CPUPerRecordUS
+		}
 	default:
 		err = fmt.Errorf("unknown system %q", sys)
 	}

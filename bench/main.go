@@ -2,7 +2,8 @@
 // latency, scaling over relay processes, and the cost of the outbox to the
 // writing application, with River (v0.51.2, used as an outbox) and
 // Watermill's forwarder (watermill-sql/v4) as baselines in the same run
-// (--baseline river,watermill-forwarder). Steady-load runs alternate the
+// (--baseline river,watermill-forwarder; postrelay-retention is postrelay
+// with Retention, to measure its cost). Steady-load runs alternate the
 // systems round by round (--rounds) with the same producers and the same
 // latency clock (just before the producer's business INSERT).
 //
@@ -103,7 +104,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.instances, "instances", "", "relay processes (drain: 1; scale: 1,2,4,8)")
 	fs.DurationVar(&o.publishDelay, "publish-delay", -1, "simulated broker round trip per Publish call (drain: 0, scale: 5ms)")
 	fs.StringVar(&o.tracing, "tracing", "off", "on: relays create a span per attempt (SDK, spans dropped); off: no tracing")
-	fs.StringVar(&o.baseline, "baseline", "", "river, watermill-forwarder or both (comma list, run in that order): run the same workload through them")
+	fs.StringVar(&o.baseline, "baseline", "", "river, watermill-forwarder, postrelay-retention (postrelay with --retention, else 24h) as a comma list, run in that order: run the same workload through them")
 	fs.StringVar(&o.rates, "rate", "1000", "latency: producer transactions offered per second (a comma list runs each rate)")
 	fs.DurationVar(&o.duration, "duration", 0, "latency: 10s; write: 5s (each measurement)")
 	fs.DurationVar(&o.warmup, "warmup", -1, "latency, write's commit cost: load before each measurement, not measured (2s)")

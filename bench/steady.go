@@ -34,6 +34,9 @@ const (
 	// sysPlain writes the outbox record's bytes into a plain table (no
 	// relay): the reference for what the record itself costs the COMMIT.
 	sysPlain = "plain-table"
+	// sysRetention is postrelay with Retention (--retention, else 24h):
+	// --baseline postrelay-retention alternates it with plain postrelay.
+	sysRetention = "postrelay-retention"
 )
 
 // parseBaselines parses --baseline: a comma list of river and
@@ -44,12 +47,12 @@ func parseBaselines(s string) ([]string, error) {
 		f = strings.TrimSpace(f)
 		switch f {
 		case "":
-		case sysRiver, sysForwarder:
+		case sysRiver, sysForwarder, sysRetention:
 			if !slices.Contains(out, f) {
 				out = append(out, f)
 			}
 		default:
-			return nil, fmt.Errorf("--baseline %q: unknown system %q (want river, watermill-forwarder or both, comma separated)", s, f)
+			return nil, fmt.Errorf("--baseline %q: unknown system %q (want river, watermill-forwarder, postrelay-retention, comma separated)", s, f)
 		}
 	}
 	return out, nil
@@ -192,6 +195,11 @@ const steadyTopic = "bench.latency"
 func startSystem(ctx context.Context, o options, sys string, pub message.Publisher) (*runningSystem, error) {
 	switch sys {
 	case sysPostrelay:
+		return startPostrelay(ctx, o, pub)
+	case sysRetention:
+		if o.retention <= 0 {
+			o.retention = 24 * time.Hour
+		}
 		return startPostrelay(ctx, o, pub)
 	case sysRiver:
 		s, err := newRiverSetup(ctx, o, pub)

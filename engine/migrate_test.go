@@ -159,3 +159,64 @@ func TestMigrateVersion1Forward(t *testing.T) {
 	}
 	t.Fatal("the record with two failed attempts was not delivered as attempt 3")
 }
+
+// A schema at version 3 with history rows over two delivery days: Migrate
+// moves them into version 5's batches, in partitions of the same days, and
+// Replay publishes every one in id order with its message id and payload.
+func TestMigrateVersion3HistoryForward(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool, schema := pgtest.FreshSchema(t)
+	cfg := fastConfig(schema)
+	cfg.Retention = 24 * 365 * time.Hour
+	ident := func(table string) string { return pgx.Identifier{schema, table}.Sanitize() }
+	_, err := pool.Exec(ctx, "CREATE SCHEMA "+pgx.Identifier{schema}.Sanitize()+"; CREATE TABLE "+ident("schema_migrations")+
+		" (version int PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
+	require.NoError(t, err)
+	for _, m := range engine.Migrations()[:3] {
+		_, err := pool.Exec(ctx, m.Render(cfg))
+		require.NoError(t, err, m.Name)
+		_, err = pool.Exec(ctx, "INSERT INTO "+ident("schema_migrations")+" (version, name) VALUES ($1, $2)", m.Version, m.Name)
+		require.NoError(t, err)
+	}
+	day := func(d int) time.Time { return time.Date(2026, 11, d, 0, 0, 0, 0, time.UTC) }
+	for _, d := range []int{28, 29} {
+		_, err := pool.Exec(ctx, fmt.Sprintf("CREATE TABLE %s PARTITION OF %s FOR VALUES FROM ('%s') TO ('%s')",
+			ident(fmt.Sprintf("history_p202611%d", d)), ident("history"), day(d).Format(time.RFC3339), day(d+1).Format(time.RFC3339)))
+		require.NoError(t, err)
+	}
+	const n = 2500
+	_, err = pool.Exec(ctx, "INSERT INTO "+ident("history")+
+		" (id, partition, key, topic, message_id, payload, metadata, created_at, attempts, delivered_at)"+
+		" SELECT i, i % 16, 'k' || (i % 7), 'orders', 'm' || i, convert_to(i::text, 'UTF8'), jsonb_build_object('n', i::text), $1::timestamptz, 1,"+
+		" CASE WHEN i % 2 = 0 THEN $1::timestamptz ELSE $2::timestamptz END FROM generate_series(1, $3::int) i",
+		day(28).Add(time.Hour), day(29).Add(time.Hour), n)
+	require.NoError(t, err)
+
+	require.NoError(t, engine.Migrate(ctx, pool, cfg))
+	var records, batches int
+	require.NoError(t, pool.QueryRow(ctx, "SELECT coalesce(sum(n), 0), count(*) FROM "+ident("history")).Scan(&records, &batches))
+	require.Equal(t, n, records, "every history record moved")
+	require.Equal(t, 6, batches, "one batch per day and 1,000 ids")
+	var parts []string
+	rows, err := pool.Query(ctx, `SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+		WHERE i.inhparent = $1::regclass ORDER BY 1`, ident("history"))
+	require.NoError(t, err)
+	parts, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	require.Equal(t, []string{"history_p20261128", "history_p20261129"}, parts)
+
+	pub := recorder.New()
+	prog, err := engine.Replay(ctx, pool, cfg, pub, engine.ReplayFilter{}, engine.ReplayOptions{PageSize: 700})
+	require.NoError(t, err)
+	require.Equal(t, n, prog.Published)
+	for i, d := range pub.Deliveries() {
+		require.Equal(t, int64(i+1), d.RecordID)
+		require.Equal(t, fmt.Sprint("m", i+1), d.UUID)
+		require.Equal(t, fmt.Sprint(i+1), d.Payload)
+		require.Equal(t, fmt.Sprint(i+1), d.Metadata["n"])
+	}
+	// The migrated schema runs: MaintainHistory adds today's partitions.
+	_, err = engine.MaintainHistory(ctx, pool, cfg, time.Time{})
+	require.NoError(t, err)
+}

@@ -2,12 +2,15 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -63,21 +66,56 @@ func Replay(ctx context.Context, pool *pgxpool.Pool, cfg Config, pub message.Pub
 	if opts.PageSize <= 0 {
 		opts.PageSize = 500
 	}
-	where, args := replayWhere(f)
+	// History rows are batches (schema version 5): a batch holds the
+	// records one completion statement delivered, and batches overlap in
+	// id range (a batch spans the ids of its partitions, a retried record
+	// delivered late widens its batch). A page is every selected record
+	// with an id in (cursor, horizon], where the horizon is the first_id
+	// of the batch, in first_id order after the cursor, at which the
+	// batches from the cursor on hold PageSize records: every record in
+	// that range lies in a batch whose first_id is at most the horizon and
+	// at least cursor - span, span being the widest batch of the window.
 	history := cfg.ident("history")
-	if err := pool.QueryRow(ctx, "SELECT count(*) FROM "+history+" WHERE "+where+" AND id > $"+strconv.Itoa(len(args)+1),
-		append(args, f.AfterID)...).Scan(&prog.Total); err != nil {
+	unnest := " FROM " + history + " b CROSS JOIN LATERAL unnest(b.ids, b.partitions, b.keys, b.topics, b.message_ids, b.payloads, b.metadata, b.created_at)" +
+		" AS r(id, partition, key, topic, message_id, payload, metadata, created_at)"
+	var q replayQuery
+	q.sql = "SELECT count(*)" + unnest + " WHERE " + q.batches(f) + " AND " + q.records(f) + " AND b.last_id > " + q.arg(f.AfterID) + " AND r.id > " + q.arg(f.AfterID)
+	if err := pool.QueryRow(ctx, q.sql, q.args...).Scan(&prog.Total); err != nil {
 		return prog, fmt.Errorf("postrelay: replay: count history: %w", err)
 	}
-	page := "SELECT id, partition, key, topic, message_id, payload, metadata::text FROM " + history +
-		" WHERE " + where + " AND id > $" + strconv.Itoa(len(args)+1) + " ORDER BY id LIMIT " + strconv.Itoa(opts.PageSize)
+	var span int64
+	q = replayQuery{}
+	q.sql = "SELECT coalesce(max(b.last_id - b.first_id), 0) FROM " + history + " b WHERE " + q.batches(f) + " AND b.last_id > " + q.arg(f.AfterID)
+	if err := pool.QueryRow(ctx, q.sql, q.args...).Scan(&span); err != nil {
+		return prog, fmt.Errorf("postrelay: replay: read history: %w", err)
+	}
+	// The next horizon after a cursor, and the page up to it.
+	horizon := func(cursor int64) (string, []any) {
+		var q replayQuery
+		return "SELECT first_id FROM (SELECT b.first_id, sum(b.n) OVER (ORDER BY b.first_id) AS upto FROM " + history + " b WHERE " +
+			q.batches(f) + " AND b.first_id > " + q.arg(cursor) + ") x WHERE upto >= " + q.arg(opts.PageSize) + " ORDER BY first_id LIMIT 1", q.args
+	}
+	page := func(cursor, horizon int64) (string, []any) {
+		var q replayQuery
+		c, h := q.arg(cursor), q.arg(horizon)
+		return "SELECT r.id, r.partition, r.key, r.topic, r.message_id, r.payload, r.metadata::text" + unnest + " WHERE " + q.batches(f) + " AND " + q.records(f) +
+			" AND b.first_id > " + q.arg(cursor-span) + " AND b.first_id <= " + h + " AND b.last_id > " + c +
+			" AND r.id > " + c + " AND r.id <= " + h + " ORDER BY r.id", q.args
+	}
 	start := time.Now()
 	prog.LastID = f.AfterID
-	for {
-		rows, err := pool.Query(ctx, page, append(args, prog.LastID)...)
-		if err != nil {
-			return prog, fmt.Errorf("postrelay: replay: read history after id %d: %w", prog.LastID, err)
+	for cursor := f.AfterID; cursor < math.MaxInt64; {
+		upto := int64(math.MaxInt64)
+		hq, hargs := horizon(cursor)
+		if err := pool.QueryRow(ctx, hq, hargs...).Scan(&upto); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return prog, fmt.Errorf("postrelay: replay: read history after id %d: %w", cursor, err)
 		}
+		pq, pargs := page(cursor, upto)
+		rows, err := pool.Query(ctx, pq, pargs...)
+		if err != nil {
+			return prog, fmt.Errorf("postrelay: replay: read history after id %d: %w", cursor, err)
+		}
+		cursor = upto
 		type rec struct {
 			id        int64
 			partition int
@@ -99,9 +137,6 @@ func Replay(ctx context.Context, pool *pgxpool.Pool, cfg Config, pub message.Pub
 		rows.Close()
 		if err := rows.Err(); err != nil {
 			return prog, fmt.Errorf("postrelay: replay: read history after id %d: %w", prog.LastID, err)
-		}
-		if len(recs) == 0 {
-			return prog, nil
 		}
 		for _, r := range recs {
 			if opts.Rate > 0 {
@@ -144,30 +179,52 @@ func Replay(ctx context.Context, pool *pgxpool.Pool, cfg Config, pub message.Pub
 			}
 		}
 	}
+	return prog, nil
 }
 
-// replayWhere builds the filter's condition from fixed fragments; values
+// replayQuery builds a query's conditions from fixed fragments; values
 // travel as parameters.
-func replayWhere(f ReplayFilter) (string, []any) {
+type replayQuery struct {
+	sql  string
+	args []any
+}
+
+// arg adds a parameter and returns its placeholder.
+func (q *replayQuery) arg(v any) string {
+	q.args = append(q.args, v)
+	return "$" + strconv.Itoa(len(q.args))
+}
+
+// batches is the filter's condition on history batches (b): their
+// creation-time bounds, and delivery no earlier than Since, which lets
+// PostgreSQL skip older day partitions (a record created at Since was
+// delivered at or after it).
+func (q *replayQuery) batches(f ReplayFilter) string {
 	conds := []string{"true"}
-	var args []any
-	add := func(cond string, v any) {
-		args = append(args, v)
-		conds = append(conds, strings.ReplaceAll(cond, "$?", "$"+strconv.Itoa(len(args))))
-	}
-	if f.Topic != "" {
-		add("topic = $?", f.Topic)
-	}
-	if f.Key != "" {
-		add("key = $?", f.Key)
-	}
 	if !f.Since.IsZero() {
-		// A record created at Since was delivered at or after it: the
-		// second condition lets PostgreSQL skip older day partitions.
-		add("created_at >= $? AND delivered_at >= $?", f.Since)
+		s := q.arg(f.Since)
+		conds = append(conds, "b.max_created_at >= "+s+" AND b.delivered_at >= "+s)
 	}
 	if !f.Until.IsZero() {
-		add("created_at < $?", f.Until)
+		conds = append(conds, "b.min_created_at < "+q.arg(f.Until))
 	}
-	return strings.Join(conds, " AND "), args
+	return strings.Join(conds, " AND ")
+}
+
+// records is the filter's condition on the batches' records (r).
+func (q *replayQuery) records(f ReplayFilter) string {
+	conds := []string{"true"}
+	if f.Topic != "" {
+		conds = append(conds, "r.topic = "+q.arg(f.Topic))
+	}
+	if f.Key != "" {
+		conds = append(conds, "r.key = "+q.arg(f.Key))
+	}
+	if !f.Since.IsZero() {
+		conds = append(conds, "r.created_at >= "+q.arg(f.Since))
+	}
+	if !f.Until.IsZero() {
+		conds = append(conds, "r.created_at < "+q.arg(f.Until))
+	}
+	return strings.Join(conds, " AND ")
 }

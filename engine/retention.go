@@ -23,17 +23,25 @@ const (
 
 // retainedCompleteSQL is the completion statement of an engine with
 // Retention: the same statement, its "done" part returning the delivered
-// rows, which a "kept" part inserts into history. Only engines with
-// Retention > 0 use it; the default statement is unchanged.
+// rows, which a "kept" part inserts into history as one row of aligned
+// arrays (schema version 5): one heap row, one index entry and a few TOAST
+// chunks per statement rather than a row and an index entry per record.
+// The arrays are built by one aggregation over the same input, so their
+// elements line up. Only engines with Retention > 0 use it; the default
+// statement is unchanged.
 func retainedCompleteSQL(complete string, cfg Config) (string, error) {
 	const anchor = "), retry AS ("
 	if strings.Count(complete, anchor) != 1 {
 		return "", fmt.Errorf("postrelay: retention: the completion statement has no single %q part to extend", anchor)
 	}
-	return strings.Replace(complete, anchor, `RETURNING r.id, r.partition, r.key, r.topic, r.message_id, r.payload, r.metadata, r.created_at, r.attempts + 1 AS attempts
+	return strings.Replace(complete, anchor, `RETURNING r.id, r.partition, r.key, r.topic, r.message_id, r.payload, r.metadata, r.created_at
 			), kept AS (
-				INSERT INTO `+cfg.ident("history")+` (id, partition, key, topic, message_id, payload, metadata, created_at, attempts)
-				SELECT * FROM done
+				INSERT INTO `+cfg.ident("history")+` (first_id, last_id, n, min_created_at, max_created_at,
+				    ids, partitions, keys, topics, message_ids, payloads, metadata, created_at)
+				SELECT min(id), max(id), count(*), min(created_at), max(created_at),
+				       array_agg(id), array_agg(partition), array_agg(key), array_agg(topic),
+				       array_agg(message_id), array_agg(payload), array_agg(metadata), array_agg(created_at)
+				FROM done HAVING count(*) > 0
 			`+anchor, 1), nil
 }
 

@@ -50,7 +50,7 @@ func TestReplayCommandRepublishesSelection(t *testing.T) {
 	require.NoError(t, tx.Commit(ctx))
 	require.Eventually(t, func() bool {
 		var n int
-		require.NoError(t, pool.QueryRow(ctx, "SELECT count(*) FROM "+pgx.Identifier{schema, "history"}.Sanitize()).Scan(&n))
+		require.NoError(t, pool.QueryRow(ctx, "SELECT coalesce(sum(n), 0) FROM "+pgx.Identifier{schema, "history"}.Sanitize()).Scan(&n))
 		return n == 9
 	}, 20*time.Second, 10*time.Millisecond)
 
