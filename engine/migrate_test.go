@@ -87,7 +87,7 @@ func TestRenderedMigrationsUseTheSchema(t *testing.T) {
 	first := engine.Migrations()[0].Render(engine.Config{Schema: "custom_outbox", Partitions: 12})
 	require.Contains(t, first, "< 12")
 	require.Contains(t, first, "postrelay_custom_outbox")
-	require.Equal(t, 4, engine.SchemaVersion())
+	require.Equal(t, 5, engine.SchemaVersion())
 	require.Equal(t, fmt.Sprint(engine.SchemaVersion()), fmt.Sprint(engine.Migrations()[len(engine.Migrations())-1].Version))
 }
 
@@ -139,7 +139,7 @@ func TestMigrateVersion1Forward(t *testing.T) {
 	require.NoError(t, err)
 	versions, err = pgx.CollectRows(rows, pgx.RowTo[int32])
 	require.NoError(t, err)
-	require.Equal(t, []int32{1, 2, 3, 4}, versions)
+	require.Equal(t, []int32{1, 2, 3, 4, 5}, versions)
 	var key string
 	require.NoError(t, pool.QueryRow(ctx, `SELECT pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = $1::regclass AND indisprimary`,
 		ident("records")).Scan(&key))
