@@ -89,10 +89,14 @@ type tailDeps struct {
 // not its business: an actor whose batch came back full fetches on its own
 // until its partition is drained, and the tail leaves it alone meanwhile.
 //
-// A poll finds the partitions with new records by one range scan of the
-// primary key above the highest id it saw, less tailLookback for
-// transactions that committed after that of a higher id; a record that
-// commits later still is fetched by its actor's own poll (PollInterval).
+// A poll finds the waiting partitions with new records by one probe at the
+// end of each one's key range, for ids above the highest it saw less
+// tailLookback (for transactions that committed after that of a higher
+// id): the probe reads only the index entries above that id, never the
+// dead entries of records delivered earlier, so its cost does not grow
+// with what the table held before (autovacuum off or behind). A record
+// that commits later still is fetched by its actor's own poll
+// (PollInterval).
 // Its state (the highest id seen) lives as long as one start: a restart
 // builds a new tail, which starts from the newest id again.
 type tail struct {
@@ -112,10 +116,6 @@ func newTail(d tailDeps) *tail { return &tail{d: d} }
 // tailLookback is how far below the highest id seen a tail poll looks, for
 // records whose transaction committed after that of a higher id.
 const tailLookback = 1000
-
-// tailScanLimit bounds the ids one tail poll scans (a larger burst is
-// scanned over several polls).
-const tailScanLimit = 8192
 
 // tailBatchLimit is the most records the tail fetches for one partition;
 // an actor whose handed batch is full fetches the rest itself.

@@ -76,6 +76,18 @@ func TestDeliveryPlansStayIndexedWhenPlannedOnAnEmptyTable(t *testing.T) {
 		require.NotContains(t, plan, "Seq Scan on records", "%s reads the whole records table", s.name)
 		require.NotContains(t, plan, "Bitmap Heap Scan on records", s.name)
 		require.Contains(t, plan, "records_pkey", s.name)
+		// Every read of records is bounded by its partition: the key is
+		// (partition, id) and there is no index on id alone, so a scan
+		// without a partition condition reads the whole index (every dead
+		// entry too, with autovacuum off) on every call.
+		lines := strings.Split(plan, "\n")
+		for i, l := range lines {
+			if !strings.Contains(l, "Scan") || !strings.Contains(l, " on records ") {
+				continue // not a scan of records
+			}
+			require.Less(t, i+1, len(lines), "%s: %q", s.name, l)
+			require.Regexp(t, `Index Cond: \(+partition = `, lines[i+1], "%s reads records without a partition condition: %q", s.name, l)
+		}
 		if s.name == "plan_fetch" {
 			// Records come in id order straight from the key (no sort of
 			// the partition), held ones from the small partial index.

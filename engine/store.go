@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -81,21 +80,24 @@ func newStore(pool *pgxpool.Pool, cfg Config) *store {
 		// Fetch the oldest available records of each requested partition
 		// (see fetchSQL).
 		sqlFetch: fetchSQL(records, `SELECT * FROM unnest($1::int[], $2::int[]) AS q(partition, lim)`),
-		// The tail poll's fetch (see tail.poll): the records above $1 in id
-		// order (one range scan of the primary key, bounded by
-		// tailScanLimit) name the partitions that received records since
-		// the last poll; of those, the ones in $2 (the partitions whose
-		// actors wait for work) are fetched as sqlFetch does, each with
-		// its limit in $3. One more row (partition -1) carries the highest
-		// id the scan saw, from which the next poll starts.
-		sqlTailFetch: `WITH recent AS MATERIALIZED (
-				SELECT r.partition, r.id FROM ` + records + ` r WHERE r.id > $1 ORDER BY r.id LIMIT ` + strconv.Itoa(tailScanLimit) + `
-			), ` + fetchSQL(records, `SELECT q.partition, q.lim FROM unnest($2::int[], $3::int[]) AS q(partition, lim)
-				WHERE EXISTS (SELECT 1 FROM recent WHERE recent.partition = q.partition)`)[len("WITH "):] + `
+		// The tail poll's fetch (see tail.poll): of the partitions in $2
+		// (those whose actors wait for work), the ones with records above
+		// $1 (one probe at the end of each partition's key range, which
+		// reads only what lies above $1) are fetched as sqlFetch does, each
+		// with its limit in $3. One more row (partition -1) carries the
+		// highest id the probes saw, from which the next poll starts.
+		sqlTailFetch: `WITH probe AS MATERIALIZED (
+				SELECT q.partition, q.lim, x.max_id FROM unnest($2::int[], $3::int[]) AS q(partition, lim)
+				CROSS JOIN LATERAL (SELECT max(r.id) AS max_id FROM ` + records + ` r
+				                    WHERE r.partition = q.partition AND r.id > $1) x
+				WHERE x.max_id IS NOT NULL
+			), ` + fetchSQL(records, `SELECT probe.partition, probe.lim FROM probe`)[len("WITH "):] + `
 			UNION ALL
-			SELECT -1, coalesce(max(recent.id), 0), '', '', '', ''::bytea, '{}', 0, now(), 0 FROM recent`,
-		// The newest record id (where a tail poll starts).
-		sqlMaxID: `SELECT coalesce(max(id), 0) FROM ` + records,
+			SELECT -1, coalesce(max(probe.max_id), 0), '', '', '', ''::bytea, '{}', 0, now(), 0 FROM probe`,
+		// The newest record id (where a tail poll starts): one probe at the
+		// end of each partition's key range (there is no index on id alone).
+		sqlMaxID: `SELECT coalesce(max(x.max_id), 0) FROM ` + partitions + ` p
+			CROSS JOIN LATERAL (SELECT max(r.id) AS max_id FROM ` + records + ` r WHERE r.partition = p.partition) x`,
 		// Complete the batches of several partitions in one statement,
 		// each fenced by its lease: a partition's rows change only if it is
 		// still leased to this instance with the batch's epoch and the lease
