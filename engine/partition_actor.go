@@ -379,6 +379,13 @@ type batchResult struct {
 // tail poll or (handed nil) one it fetches, then applies and emits its
 // outcomes.
 func (a *partitionActor) runBatch(ctx context.Context, handed *fetchResult) (batchResult, error) {
+	var res fetchResult
+	if handed != nil {
+		res = *handed
+		// Count this batch into its cohort once, when it completes or
+		// else on the way out.
+		defer func() { res.cohort.arrive() }()
+	}
 	// With a fast broker the work is database- and CPU-bound: a few batches
 	// in flight at a time keep the cores busy, more only contend (and hold
 	// more records in memory). Partitions of a slow broker are not limited:
@@ -386,19 +393,22 @@ func (a *partitionActor) runBatch(ctx context.Context, handed *fetchResult) (bat
 	if a.st.publishEstimate < parallelPublishThreshold {
 		select {
 		case a.d.fastSlots <- struct{}{}:
-			defer func() { <-a.d.fastSlots }()
-		case <-ctx.Done():
-			return batchResult{}, nil
+		default:
+			// Every slot is taken, perhaps by batches of this one's cohort
+			// whose completion waits for it: leave the cohort rather than
+			// hold them up for the linger.
+			res.cohort.arrive()
+			res.cohort = nil
+			select {
+			case a.d.fastSlots <- struct{}{}:
+			case <-ctx.Done():
+				return batchResult{}, nil
+			}
 		}
+		defer func() { <-a.d.fastSlots }()
 	}
-	var res fetchResult
 	limit := a.d.cfg.tailLimit
-	if handed != nil {
-		res = *handed
-		// Count this batch into its cohort once, when it completes or
-		// else on the way out.
-		defer func() { res.cohort.arrive() }()
-	} else {
+	if handed == nil {
 		var err error
 		limit = a.d.cfg.batchSize
 		if res, err = a.d.batch.fetchBatch(ctx, a.p, limit); err != nil {
