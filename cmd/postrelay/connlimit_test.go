@@ -75,7 +75,11 @@ func TestRelayRidesOutConnectionLimit(t *testing.T) {
 	// Three of its eight connections: it relays with those.
 	limit(3)
 	waitFor(t, 60*time.Second, "deliveries flow on 3 connections", func() bool { return c.unique() > 200 })
-	require.Zero(t, conns("LISTEN%"), "no room for the LISTEN connection yet")
+	// Which of its connections got the three slots is a race (the LISTEN
+	// connection retries with backoff, the pools open theirs on demand):
+	// either way it relays, and whatever was refused opens once there is
+	// room.
+	t.Logf("at a limit of 3: LISTEN connection open: %d", conns("LISTEN%"))
 
 	// Room for all: the LISTEN connection (restarted with backoff) opens.
 	limit(20)
