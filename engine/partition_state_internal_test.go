@@ -100,3 +100,38 @@ func TestPartitionActorRebuildsItsLeaseFromTheDatabase(t *testing.T) {
 	require.False(t, b.st.held)
 	require.Zero(t, publishes)
 }
+
+// A handed batch that has to wait for a fast-broker slot leaves its cohort
+// first: the slots' holders may be the rest of that cohort, whose
+// completion would otherwise wait for it (the linger) on every poll.
+func TestHandedBatchWaitingForASlotLeavesItsCohort(t *testing.T) {
+	t.Parallel()
+	deps := &partitionDeps{
+		cfg:       partitionConfig{batchSize: 10, tailLimit: 10},
+		fastSlots: make(chan struct{}, 1),
+		handoffs:  make(handoffs, 1),
+	}
+	deps.fastSlots <- struct{}{} // every slot taken
+	a := newPartitionActor(deps, 0, 1, actors.NewMailbox[leaseMsg](1), actors.NewWaker())
+	a.st.publishEstimate = 0 // an in-memory broker: the fast path, with slots
+	coh := newCohort(2)      // this batch and one that holds the slot
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = a.runBatch(ctx, &fetchResult{batch: []fetched{{id: 1, key: "k"}}, cohort: coh})
+	}()
+	coh.arrive() // the member holding the slot arrives at its completion
+	select {
+	case <-coh.full: // the waiting member counted itself in without the slot
+	case <-time.After(10 * time.Second):
+		t.Fatal("a batch waiting for a slot still held its cohort's completion")
+	}
+	select {
+	case <-done:
+		t.Fatal("runBatch went on without a slot")
+	default:
+	}
+	cancel()
+	<-done
+}
