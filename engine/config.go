@@ -154,8 +154,8 @@ type Config struct {
 	NotifyInterval time.Duration
 
 	// TailInterval is how often the relay's tail poll looks for new records
-	// (one statement: a range scan of the newest ids, and a fetch for the
-	// waiting partitions that have new ones) while records are arriving: the
+	// (one statement: a probe of each waiting partition above the highest id
+	// seen, and a fetch of those with new records) while records arrive: the
 	// longest a record waits to be noticed under steady load. After a second
 	// without new records the polls space out to 20 a second until the next
 	// notification. Defaults to 2ms.

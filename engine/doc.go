@@ -25,9 +25,10 @@
 // delivered rows into <schema>.history, partitioned by day and dropped a
 // day at a time (retention.go), which Replay re-publishes from. Records
 // are found by a tail poll (listener.go): while records arrive it runs
-// every TailInterval (2 ms), and in one statement scans the primary key
-// above the highest id it saw (less tailLookback, for transactions that
-// committed after that of a higher id) and fetches, for every partition
+// every TailInterval (2 ms), and in one statement probes the end of each
+// waiting partition's key range above the highest id it saw (less
+// tailLookback, for transactions that committed after that of a higher
+// id) and fetches, for every partition
 // with new records whose actor waits for work, that partition's oldest
 // available records; each actor gets its batch through its handoff
 // (handoff.go: a generation-fenced claim, so a partition is never fetched
