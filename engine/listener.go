@@ -92,9 +92,9 @@ type tailDeps struct {
 // A poll finds the waiting partitions with new records by one probe at the
 // end of each one's key range, for ids above the highest it saw less
 // tailLookback (for transactions that committed after that of a higher
-// id): the probe reads only the index entries above that id, never the
-// dead entries of records delivered earlier, so its cost does not grow
-// with what the table held before (autovacuum off or behind). A record
+// id): the probe reads only the partition's index entries above that id,
+// so its cost does not grow with what was delivered before that window
+// (dead entries stay until a vacuum, and autovacuum may be off or behind). A record
 // that commits later still is fetched by its actor's own poll
 // (PollInterval).
 // Its state (the highest id seen) lives as long as one start: a restart

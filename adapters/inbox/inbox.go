@@ -157,7 +157,7 @@ func (ib *Inbox) process(msg *message.Message, fn HandlerFunc) error {
 		return fmt.Errorf("inbox: consumer %q: begin: %w", ib.cfg.Consumer, err)
 	}
 	defer conn.Release() // after the rollback below: a connection still in a transaction is discarded
-	tx := &connTx{conn: conn.Conn(), ctx: ctx, ended: ib.ended}
+	tx := newConnTx(ctx, conn.Conn(), ib.ended)
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 	_, dup, err := ib.claim(ctx, tx.conn, "begin", key)
 	if err != nil {
@@ -186,7 +186,7 @@ func (ib *Inbox) processInTx(ctx context.Context, msg *message.Message, tx pgx.T
 	// per connection; a later SAVEPOINT of the same name (the next
 	// delivery in this transaction) hides this one, and ROLLBACK TO and
 	// RELEASE act on the newest.
-	sp := &savepointTx{parent: tx, name: "postrelay_inbox", ended: ib.ended}
+	sp := newSavepointTx(tx, "postrelay_inbox", ib.ended)
 	opened, dup, err := ib.claim(ctx, tx, "savepoint "+sp.name, key)
 	if err != nil {
 		// The claim failed after the savepoint: undo it, and keep the

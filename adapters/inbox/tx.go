@@ -18,11 +18,10 @@ import (
 
 // connTx is a transaction the inbox opened on conn with BEGIN.
 type connTx struct {
-	conn   *pgx.Conn
-	ctx    context.Context // the message's: bounds LargeObjects' set-up
-	ended  pgx.Tx          // a committed pgx transaction: what Query, SendBatch and LargeObjects return when closed
-	closed bool
-	spNum  int64
+	gate  // statements go to conn while open
+	conn  *pgx.Conn
+	ctx   context.Context // the message's: bounds LargeObjects' set-up
+	spNum int64
 	// lo, set by the first LargeObjects call, is pgx's transaction object
 	// over this same transaction (pgx.LargeObjects can only be built from
 	// one); Commit and Rollback then end the transaction through it.
@@ -41,7 +40,7 @@ func (tx *connTx) Begin(ctx context.Context) (pgx.Tx, error) {
 	if _, err := tx.conn.Exec(ctx, "savepoint "+name); err != nil {
 		return nil, err
 	}
-	return &savepointTx{parent: tx, name: name, ended: tx.ended}, nil
+	return newSavepointTx(tx, name, tx.ended), nil
 }
 
 // Commit commits the transaction; it returns an error wrapping
@@ -87,48 +86,6 @@ func (tx *connTx) Rollback(ctx context.Context) error {
 	return nil
 }
 
-func (tx *connTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
-	if tx.closed {
-		return pgconn.CommandTag{}, pgx.ErrTxClosed
-	}
-	return tx.conn.Exec(ctx, sql, args...)
-}
-
-func (tx *connTx) Prepare(ctx context.Context, name, sql string) (*pgconn.StatementDescription, error) {
-	if tx.closed {
-		return nil, pgx.ErrTxClosed
-	}
-	return tx.conn.Prepare(ctx, name, sql)
-}
-
-func (tx *connTx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
-	if tx.closed {
-		return tx.ended.Query(ctx, sql, args...) // rows failing with pgx.ErrTxClosed
-	}
-	return tx.conn.Query(ctx, sql, args...)
-}
-
-func (tx *connTx) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
-	if tx.closed {
-		return tx.ended.QueryRow(ctx, sql, args...) // fails with pgx.ErrTxClosed
-	}
-	return tx.conn.QueryRow(ctx, sql, args...)
-}
-
-func (tx *connTx) CopyFrom(ctx context.Context, table pgx.Identifier, columns []string, src pgx.CopyFromSource) (int64, error) {
-	if tx.closed {
-		return 0, pgx.ErrTxClosed
-	}
-	return tx.conn.CopyFrom(ctx, table, columns, src)
-}
-
-func (tx *connTx) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
-	if tx.closed {
-		return tx.ended.SendBatch(ctx, b) // fails with pgx.ErrTxClosed
-	}
-	return tx.conn.SendBatch(ctx, b)
-}
-
 // LargeObjects returns the large objects of the transaction. The first
 // call costs one round trip (an empty statement) to obtain pgx's own
 // transaction object over this transaction, which pgx.LargeObjects needs.
@@ -155,10 +112,9 @@ func (tx *connTx) Conn() *pgx.Conn { return tx.conn }
 // SAVEPOINT name: the inbox's own in a watermill-sql subscriber's
 // transaction, or one Begin of a connTx.
 type savepointTx struct {
+	gate   // statements go to parent while open
 	parent pgx.Tx
 	name   string
-	ended  pgx.Tx // as connTx.ended
-	closed bool
 }
 
 var _ pgx.Tx = (*savepointTx)(nil)
@@ -191,48 +147,6 @@ func (sp *savepointTx) Rollback(ctx context.Context) error {
 	return err
 }
 
-func (sp *savepointTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
-	if sp.closed {
-		return pgconn.CommandTag{}, pgx.ErrTxClosed
-	}
-	return sp.parent.Exec(ctx, sql, args...)
-}
-
-func (sp *savepointTx) Prepare(ctx context.Context, name, sql string) (*pgconn.StatementDescription, error) {
-	if sp.closed {
-		return nil, pgx.ErrTxClosed
-	}
-	return sp.parent.Prepare(ctx, name, sql)
-}
-
-func (sp *savepointTx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
-	if sp.closed {
-		return sp.ended.Query(ctx, sql, args...) // rows failing with pgx.ErrTxClosed
-	}
-	return sp.parent.Query(ctx, sql, args...)
-}
-
-func (sp *savepointTx) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
-	if sp.closed {
-		return sp.ended.QueryRow(ctx, sql, args...) // fails with pgx.ErrTxClosed
-	}
-	return sp.parent.QueryRow(ctx, sql, args...)
-}
-
-func (sp *savepointTx) CopyFrom(ctx context.Context, table pgx.Identifier, columns []string, src pgx.CopyFromSource) (int64, error) {
-	if sp.closed {
-		return 0, pgx.ErrTxClosed
-	}
-	return sp.parent.CopyFrom(ctx, table, columns, src)
-}
-
-func (sp *savepointTx) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
-	if sp.closed {
-		return sp.ended.SendBatch(ctx, b) // fails with pgx.ErrTxClosed
-	}
-	return sp.parent.SendBatch(ctx, b)
-}
-
 // LargeObjects returns the parent transaction's large objects (their
 // statements run inside this savepoint while it is open).
 func (sp *savepointTx) LargeObjects() pgx.LargeObjects {
@@ -243,3 +157,76 @@ func (sp *savepointTx) LargeObjects() pgx.LargeObjects {
 }
 
 func (sp *savepointTx) Conn() *pgx.Conn { return sp.parent.Conn() }
+
+// newConnTx is the transaction just opened with BEGIN on conn; ended is a
+// committed pgx transaction (see gate).
+func newConnTx(ctx context.Context, conn *pgx.Conn, ended pgx.Tx) *connTx {
+	return &connTx{gate: gate{via: conn, ended: ended}, conn: conn, ctx: ctx}
+}
+
+// newSavepointTx is the savepoint name just opened in parent.
+func newSavepointTx(parent pgx.Tx, name string, ended pgx.Tx) *savepointTx {
+	return &savepointTx{gate: gate{via: parent, ended: ended}, parent: parent, name: name}
+}
+
+// statements is what a connection and a transaction both run.
+type statements interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Prepare(ctx context.Context, name, sql string) (*pgconn.StatementDescription, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	CopyFrom(ctx context.Context, table pgx.Identifier, columns []string, src pgx.CopyFromSource) (int64, error)
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+}
+
+// gate runs the statements of connTx and savepointTx: through via while
+// open, and once closed it fails them as pgx's transactions do (those that
+// return rows or results fail through ended, a committed pgx transaction,
+// with pgx.ErrTxClosed).
+type gate struct {
+	via    statements
+	ended  pgx.Tx
+	closed bool
+}
+
+func (g *gate) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	if g.closed {
+		return pgconn.CommandTag{}, pgx.ErrTxClosed
+	}
+	return g.via.Exec(ctx, sql, args...)
+}
+
+func (g *gate) Prepare(ctx context.Context, name, sql string) (*pgconn.StatementDescription, error) {
+	if g.closed {
+		return nil, pgx.ErrTxClosed
+	}
+	return g.via.Prepare(ctx, name, sql)
+}
+
+func (g *gate) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	if g.closed {
+		return g.ended.Query(ctx, sql, args...) // rows failing with pgx.ErrTxClosed
+	}
+	return g.via.Query(ctx, sql, args...)
+}
+
+func (g *gate) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	if g.closed {
+		return g.ended.QueryRow(ctx, sql, args...) // fails with pgx.ErrTxClosed
+	}
+	return g.via.QueryRow(ctx, sql, args...)
+}
+
+func (g *gate) CopyFrom(ctx context.Context, table pgx.Identifier, columns []string, src pgx.CopyFromSource) (int64, error) {
+	if g.closed {
+		return 0, pgx.ErrTxClosed
+	}
+	return g.via.CopyFrom(ctx, table, columns, src)
+}
+
+func (g *gate) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
+	if g.closed {
+		return g.ended.SendBatch(ctx, b) // fails with pgx.ErrTxClosed
+	}
+	return g.via.SendBatch(ctx, b)
+}
