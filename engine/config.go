@@ -128,9 +128,10 @@ type Config struct {
 	// Retention, when positive, keeps every delivered record in the
 	// history table (partitioned by delivery day, UTC) for at least this
 	// long and at most a day longer, for audit and Replay: the completion
-	// moves delivered records there instead of only deleting them, and
-	// expired days are dropped whole (MaintainHistory). 0 keeps no
-	// history. Defaults to 0.
+	// statement that deletes a partition's delivered records also inserts
+	// them, encoded by the relay into one history row per partition
+	// (history_format.go), and expired days are dropped whole
+	// (MaintainHistory). 0 keeps no history. Defaults to 0.
 	Retention time.Duration
 
 	// EventBuffer is the capacity of each channel returned by Events. When a
