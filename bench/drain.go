@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -38,6 +40,20 @@ type DrainResult struct {
 	Baselines []BaselineDrain `json:"baselines,omitempty"`
 	River     *riverConfig    `json:"river_config,omitempty"`
 	Catalogs  *CatalogReport  `json:"catalogs,omitempty"`
+	// With --rounds > 1: every system's drains, round by round (postrelay
+	// first in odd rounds, last in even ones), and their medians.
+	Rounds  [][]BaselineDrain `json:"rounds,omitempty"`
+	Medians []DrainMedian     `json:"medians,omitempty"`
+}
+
+// DrainMedian is one system's median over the rounds, with the spread.
+type DrainMedian struct {
+	System           string  `json:"system"`
+	RecordsPerSec    float64 `json:"records_per_sec"`
+	MinRecordsPerSec float64 `json:"min_records_per_sec"`
+	MaxRecordsPerSec float64 `json:"max_records_per_sec"`
+	CPUPerRecordUS   float64 `json:"cpu_us_per_record"`
+	VersusPostrelay  float64 `json:"versus_postrelay"` // median rec/s over postrelay's, - 1
 }
 
 // BaselineDrain is one baseline system's drain of the same records.
@@ -81,9 +97,13 @@ func baselineDrain(ctx context.Context, pool *pgxpool.Pool, o options, sys strin
 		return b, fmt.Errorf("baseline %s: %w", sys, err)
 	}
 	b.RecordsPerSec = float64(records) / b.Seconds
-	b.Ratio = postrelayRate / b.RecordsPerSec
-	fmt.Fprintf(out, "%-28s %10d records %8.2fs %10.0f rec/s  machine CPU %.1f µs/record  (postrelay %.1fx)\n",
-		sys, records, b.Seconds, b.RecordsPerSec, b.CPUPerRecordUS, b.Ratio)
+	ratio := ""
+	if postrelayRate > 0 { // 0: rounds, which compare medians at the end
+		b.Ratio = postrelayRate / b.RecordsPerSec
+		ratio = fmt.Sprintf("  (postrelay %.1fx)", b.Ratio)
+	}
+	fmt.Fprintf(out, "%-28s %10d records %8.2fs %10.0f rec/s  machine CPU %.1f µs/record%s\n",
+		sys, records, b.Seconds, b.RecordsPerSec, b.CPUPerRecordUS, ratio)
 	return b, nil
 }
 
@@ -128,15 +148,18 @@ func runDrain(ctx context.Context, o options, out io.Writer) (*DrainResult, erro
 		return nil, err
 	}
 	defer pool.Close()
+	baselines, err := parseBaselines(o.baseline)
+	if err != nil {
+		return nil, err
+	}
+	if o.rounds > 1 {
+		return drainRounds(ctx, pool, o, n, baselines, out)
+	}
 	res, err := drainOnce(ctx, pool, o, n, out)
 	if err != nil {
 		return nil, err
 	}
 	res.Catalogs = o.catalogs
-	baselines, err := parseBaselines(o.baseline)
-	if err != nil {
-		return nil, err
-	}
 	for _, sys := range baselines {
 		b, err := baselineDrain(ctx, pool, o, sys, o.records, res.RecordsPerSec, out)
 		if err != nil {
@@ -147,6 +170,66 @@ func runDrain(ctx context.Context, o options, out io.Writer) (*DrainResult, erro
 			rc := o.river
 			res.River = &rc
 		}
+	}
+	return res, nil
+}
+
+// drainRounds runs the drain and every baseline o.rounds times, in the
+// order given in odd rounds and reversed in even ones (A B, B A, ...), so
+// that neither system always runs right after the other (a drain leaves
+// WAL to checkpoint and dead catalog rows behind), and prints each
+// system's medians.
+func drainRounds(ctx context.Context, pool *pgxpool.Pool, o options, n int, baselines []string, out io.Writer) (*DrainResult, error) {
+	systems := append([]string{"postrelay"}, baselines...)
+	var res *DrainResult
+	for round := range o.rounds {
+		order := slices.Clone(systems)
+		if round%2 == 1 {
+			slices.Reverse(order)
+		}
+		fmt.Fprintf(out, "round %d of %d: %s\n", round+1, o.rounds, strings.Join(order, ", "))
+		runs := make([]BaselineDrain, 0, len(order))
+		for _, sys := range order {
+			if sys != "postrelay" {
+				b, err := baselineDrain(ctx, pool, o, sys, o.records, 0, out)
+				if err != nil {
+					return nil, err
+				}
+				runs = append(runs, b)
+				continue
+			}
+			r, err := drainOnce(ctx, pool, o, n, out)
+			if err != nil {
+				return nil, err
+			}
+			if res == nil {
+				res = r
+				res.Catalogs = o.catalogs
+			}
+			runs = append(runs, BaselineDrain{System: sys, Records: r.Records, Seconds: r.Seconds,
+				RecordsPerSec: r.RecordsPerSec, CPUPerRecordUS: r.CPUPerRecordUS})
+		}
+		res.Rounds = append(res.Rounds, runs)
+	}
+	var base float64
+	for _, sys := range systems {
+		var rates, cpus []float64
+		for _, runs := range res.Rounds {
+			for _, b := range runs {
+				if b.System == sys {
+					rates, cpus = append(rates, b.RecordsPerSec), append(cpus, b.CPUPerRecordUS)
+				}
+			}
+		}
+		m := DrainMedian{System: sys, RecordsPerSec: median(rates), MinRecordsPerSec: slices.Min(rates),
+			MaxRecordsPerSec: slices.Max(rates), CPUPerRecordUS: median(cpus)}
+		if sys == "postrelay" {
+			base = m.RecordsPerSec
+		}
+		m.VersusPostrelay = m.RecordsPerSec/base - 1
+		res.Medians = append(res.Medians, m)
+		fmt.Fprintf(out, "median of %d rounds %-22s %10.0f rec/s [%.0f–%.0f]  machine CPU %.1f µs/record  %+.1f %% vs postrelay\n",
+			o.rounds, sys, m.RecordsPerSec, m.MinRecordsPerSec, m.MaxRecordsPerSec, m.CPUPerRecordUS, 100*m.VersusPostrelay)
 	}
 	return res, nil
 }

@@ -7,7 +7,7 @@
 // systems round by round (--rounds) with the same producers and the same
 // latency clock (just before the producer's business INSERT).
 //
-//	go run ./bench drain    [--records 200000] [--keys 1000] [--instances 1] [--publish-delay 0] [--tracing off] [--baseline river,watermill-forwarder]
+//	go run ./bench drain    [--records 200000] [--keys 1000] [--instances 1] [--publish-delay 0] [--tracing off] [--rounds 1] [--baseline river,watermill-forwarder,postrelay-retention]
 //	go run ./bench latency  [--rate 1000[,3000,5000]] [--duration 10s] [--warmup 2s] [--rounds 1] [--baseline river,watermill-forwarder]
 //	go run ./bench scale    [--instances 1,2,4,8] [--instance-concurrency 8] [--publish-delay 5ms]
 //	go run ./bench write    [--clients 8] [--duration 5s] [--commit-rates 1000,3000] [--rounds 3] [--baseline river,watermill-forwarder]
@@ -108,7 +108,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.rates, "rate", "1000", "latency: producer transactions offered per second (a comma list runs each rate)")
 	fs.DurationVar(&o.duration, "duration", 0, "latency: 10s; write: 5s (each measurement)")
 	fs.DurationVar(&o.warmup, "warmup", -1, "latency, write's commit cost: load before each measurement, not measured (2s)")
-	fs.IntVar(&o.rounds, "rounds", 0, "latency: 1; write, console, all: 3 (rounds alternating the systems)")
+	fs.IntVar(&o.rounds, "rounds", 0, "latency, drain: 1; write, console, all: 3 (rounds alternating the systems; drain reverses the order every other round)")
 	fs.StringVar(&o.commitRates, "commit-rates", "1000,3000", "write: paced rates of the COMMIT cost comparison (empty: skip it)")
 	fs.BoolVar(&o.commitReference, "commit-reference", true, "latency: also run the plain-table COMMIT reference in each round")
 	fs.BoolVar(&o.vacuumCatalogs, "vacuum-catalogs", false, "VACUUM the system catalogs schema churn bloats (pg_class, pg_attribute, pg_type, pg_depend, …) before the run")

@@ -46,6 +46,7 @@ type partitionConfig struct {
 	publishTimeout     time.Duration
 	stopTimeout        time.Duration
 	maxAttempts        int
+	retention          bool // completions carry the delivered records' history batch
 	retryDelay         func(attempt int) time.Duration
 	logger             *slog.Logger
 	observer           Observer
@@ -61,6 +62,7 @@ func partitionConfigFrom(c Config) partitionConfig {
 		publishTimeout:     c.PublishTimeout,
 		stopTimeout:        c.StopTimeout,
 		maxAttempts:        c.MaxAttempts,
+		retention:          c.Retention > 0,
 		retryDelay:         c.retryDelay,
 		logger:             c.Logger,
 		observer:           c.Observer,
@@ -446,6 +448,9 @@ func (a *partitionActor) runBatch(ctx context.Context, handed *fetchResult) (bat
 	}
 	if a.done.empty() {
 		return out, nil
+	}
+	if a.d.cfg.retention {
+		a.done.encodeHistory(a.p, batch)
 	}
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.d.cfg.stopTimeout)
 	defer cancel()

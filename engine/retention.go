@@ -22,26 +22,27 @@ const (
 )
 
 // retainedCompleteSQL is the completion statement of an engine with
-// Retention: the same statement, its "done" part returning the delivered
-// rows, which a "kept" part inserts into history as one row of aligned
-// arrays (schema version 5): one heap row, one index entry and a few TOAST
-// chunks per statement rather than a row and an index entry per record.
-// The arrays are built by one aggregation over the same input, so their
-// elements line up. Only engines with Retention > 0 use it; the default
-// statement is unchanged.
+// Retention: the same statement with a "kept" part that inserts the
+// delivered records' history rows, one per partition, which the relay
+// encoded from the records it published (history_format.go; schema version
+// 6): $13 partitions, $14 first ids, $15 last ids, $16 record counts, $17
+// and $18 the creation-time bounds, $19 the batches. A row is inserted only
+// for a partition whose fence held (joined to the lease part), so a
+// partition's history row commits if and only if its records' deletion
+// does. PostgreSQL does no work per record: one heap row, one index entry
+// and the TOAST chunks of one value per partition. Only engines with
+// Retention > 0 use it; the default statement is unchanged.
 func retainedCompleteSQL(complete string, cfg Config) (string, error) {
 	const anchor = "), retry AS ("
 	if strings.Count(complete, anchor) != 1 {
 		return "", fmt.Errorf("postrelay: retention: the completion statement has no single %q part to extend", anchor)
 	}
-	return strings.Replace(complete, anchor, `RETURNING r.id, r.partition, r.key, r.topic, r.message_id, r.payload, r.metadata, r.created_at
-			), kept AS (
-				INSERT INTO `+cfg.ident("history")+` (first_id, last_id, n, min_created_at, max_created_at,
-				    ids, partitions, keys, topics, message_ids, payloads, metadata, created_at)
-				SELECT min(id), max(id), count(*), min(created_at), max(created_at),
-				       array_agg(id), array_agg(partition), array_agg(key), array_agg(topic),
-				       array_agg(message_id), array_agg(payload), array_agg(metadata), array_agg(created_at)
-				FROM done HAVING count(*) > 0
+	return strings.Replace(complete, anchor, `), kept AS (
+				INSERT INTO `+cfg.ident("history")+` (partition, first_id, last_id, n, min_created_at, max_created_at, records)
+				SELECT h.partition, h.first_id, h.last_id, h.n, h.min_created_at, h.max_created_at, h.records
+				FROM unnest($13::int[], $14::bigint[], $15::bigint[], $16::int[], $17::timestamptz[], $18::timestamptz[], $19::bytea[])
+				     AS h(partition, first_id, last_id, n, min_created_at, max_created_at, records)
+				JOIN lease ON lease.partition = h.partition
 			`+anchor, 1), nil
 }
 

@@ -38,6 +38,9 @@ type store struct {
 	cfg Config
 	// partitions is the schema's partition count, read by openStore.
 	partitions int
+	// retention: sqlComplete is retainedCompleteSQL's, which takes the
+	// history rows as $13 to $19.
+	retention bool
 
 	sqlHeartbeat, sqlLiveInstances, sqlDeleteInstance, sqlReapInstances string
 	sqlAcquire, sqlRenew, sqlRelease, sqlReleaseAll, sqlReadLease       string
@@ -195,6 +198,7 @@ func openStore(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*store, err
 	s := newStore(pool, cfg)
 	s.partitions = n
 	if cfg.Retention > 0 { // see retention.go
+		s.retention = true
 		if s.sqlComplete, err = retainedCompleteSQL(s.sqlComplete, cfg); err != nil {
 			return nil, err
 		}
@@ -536,8 +540,9 @@ type fetched struct {
 	messageID string
 	payload   []byte
 	metadata  map[string]string
-	mdErr     error // undecodable metadata: the record is dead-lettered at once
-	attempts  int   // attempts made before this one
+	mdText    string // the stored metadata's JSON text, for the history
+	mdErr     error  // undecodable metadata: the record is dead-lettered at once
+	attempts  int    // attempts made before this one
 	createdAt time.Time
 	age       time.Duration // now() - created_at on the database clock
 }
@@ -636,6 +641,7 @@ func scanFetch(rows pgx.Rows, reqs []fetchReq, out []fetchResult) (maxID int64, 
 		}
 		f.attempts = int(attempts)
 		f.age = time.Duration(sec * float64(time.Second))
+		f.mdText = md
 		f.metadata, f.mdErr = DecodeMetadata([]byte(md))
 		if out[i].batch == nil {
 			out[i].batch = make([]fetched, 0, min(reqs[i].limit, 256))
@@ -660,9 +666,67 @@ type completion struct {
 	retryUS   []int64
 	deadIDs   []int64
 	deadErrs  []string
+	// hist is the delivered records' history batch (engines with
+	// Retention; see encodeHistory).
+	hist historyBatch
+}
+
+// historyBatch is one partition's delivered records in history format 1
+// (history_format.go) with the bounds its history row carries.
+type historyBatch struct {
+	records                []byte // nil: nothing to keep
+	firstID, lastID        int64
+	n                      int32
+	minCreated, maxCreated time.Time
+}
+
+// encodeHistory encodes the records of batch that c delivered (in the
+// batch's id order) into c.hist.
+func (c *completion) encodeHistory(p int, batch []fetched) {
+	h := &c.hist
+	*h = historyBatch{}
+	if len(c.delivered) == 0 {
+		return
+	}
+	var delivered map[int64]struct{} // nil: every record of the batch was delivered
+	if len(c.delivered) != len(batch) {
+		delivered = make(map[int64]struct{}, len(c.delivered))
+		for _, id := range c.delivered {
+			delivered[id] = struct{}{}
+		}
+	}
+	size := 1
+	for i := range batch {
+		r := &batch[i]
+		size += historyRecordSize(r.key, r.topic, r.messageID, r.mdText, r.payload)
+	}
+	h.records = make([]byte, 0, size)
+	h.records = append(h.records, historyFormat)
+	for i := range batch {
+		r := &batch[i]
+		if delivered != nil {
+			if _, ok := delivered[r.id]; !ok {
+				continue
+			}
+		}
+		h.records = appendHistoryRecord(h.records, r.id, p, r.createdAt, r.key, r.topic, r.messageID, r.mdText, r.payload)
+		if h.n == 0 {
+			h.firstID, h.minCreated, h.maxCreated = r.id, r.createdAt, r.createdAt
+		}
+		h.lastID = max(h.lastID, r.id)
+		h.firstID = min(h.firstID, r.id)
+		if r.createdAt.Before(h.minCreated) {
+			h.minCreated = r.createdAt
+		}
+		if r.createdAt.After(h.maxCreated) {
+			h.maxCreated = r.createdAt
+		}
+		h.n++
+	}
 }
 
 func (c *completion) reset() {
+	c.hist = historyBatch{}
 	c.delivered = c.delivered[:0]
 	c.retryIDs, c.retryErrs, c.retryUS = c.retryIDs[:0], c.retryErrs[:0], c.retryUS[:0]
 	c.deadIDs, c.deadErrs = c.deadIDs[:0], c.deadErrs[:0]
@@ -688,6 +752,7 @@ func (s *store) complete(ctx context.Context, me string, reqs []completeReq, err
 	var epochs []int64
 	var all completion
 	var doneP, retryP, deadP []int32
+	var hist historyArgs
 	for _, r := range reqs {
 		ps = append(ps, int32(r.p))
 		epochs = append(epochs, r.epoch)
@@ -701,12 +766,20 @@ func (s *store) complete(ctx context.Context, me string, reqs []completeReq, err
 		doneP = appendN(doneP, int32(r.p), len(c.delivered))
 		retryP = appendN(retryP, int32(r.p), len(c.retryIDs))
 		deadP = appendN(deadP, int32(r.p), len(c.deadIDs))
+		if s.retention && c.hist.n > 0 {
+			hist.add(r.p, &c.hist)
+		}
 	}
-	rows, err := s.hotQuery(ctx, s.sqlComplete, me, ps, epochs,
+	args := []any{me, ps, epochs,
 		nonNil(doneP), nonNil(all.delivered),
 		nonNil(retryP), nonNil(all.retryIDs), nonNil(all.retryErrs), nonNil(all.retryUS),
 		nonNil(deadP), nonNil(all.deadIDs), nonNil(all.deadErrs),
-	)
+	}
+	if s.retention {
+		args = append(args, nonNil(hist.partitions), nonNil(hist.firstIDs), nonNil(hist.lastIDs), nonNil(hist.ns),
+			nonNil(hist.minCreated), nonNil(hist.maxCreated), nonNil(hist.records))
+	}
+	rows, err := s.hotQuery(ctx, s.sqlComplete, args...)
 	if err != nil {
 		return err
 	}
@@ -721,6 +794,24 @@ func (s *store) complete(ctx context.Context, me string, reqs []completeReq, err
 		}
 	}
 	return nil
+}
+
+// historyArgs are the history rows of a retained completion statement
+// ($13 to $19 of retainedCompleteSQL), one per partition.
+type historyArgs struct {
+	partitions             []int32
+	firstIDs, lastIDs      []int64
+	ns                     []int32
+	minCreated, maxCreated []time.Time
+	records                [][]byte
+}
+
+func (h *historyArgs) add(p int, b *historyBatch) {
+	h.partitions = append(h.partitions, int32(p))
+	h.firstIDs, h.lastIDs = append(h.firstIDs, b.firstID), append(h.lastIDs, b.lastID)
+	h.ns = append(h.ns, b.n)
+	h.minCreated, h.maxCreated = append(h.minCreated, b.minCreated), append(h.maxCreated, b.maxCreated)
+	h.records = append(h.records, b.records)
 }
 
 // appendN appends n copies of v to s.
