@@ -21,11 +21,12 @@
 // batch in one statement fenced by its lease: delivered rows are deleted,
 // failed ones get attempts+1 and a backoff, exhausted ones (and those whose
 // Publish error wraps ErrPermanent, see Permanent) move to
-// <schema>.dead_letters. With Config.Retention the completion also inserts
-// the delivered records, which the relay encodes into one value per
-// partition (history_format.go), into <schema>.history, partitioned by day
-// and dropped a day at a time (retention.go), which Replay re-publishes
-// from. Records
+// <schema>.dead_letters. With Config.Retention the actor also encodes its
+// delivered records into one batch (history_format.go), which the
+// completion inserts as the partition's row of <schema>.history (one row
+// per partition and statement, written only if the lease held),
+// partitioned by day and dropped a day at a time (retention.go); Replay
+// decodes the batches to re-publish their records. Records
 // are found by a tail poll (listener.go): while records arrive it runs
 // every TailInterval (2 ms), and in one statement probes the end of each
 // waiting partition's key range above the highest id it saw (less

@@ -1,16 +1,19 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -66,21 +69,27 @@ func Replay(ctx context.Context, pool *pgxpool.Pool, cfg Config, pub message.Pub
 	if opts.PageSize <= 0 {
 		opts.PageSize = 500
 	}
-	// History rows are batches (schema version 5): a batch holds the
-	// records one completion statement delivered, and batches overlap in
-	// id range (a batch spans the ids of its partitions, a retried record
-	// delivered late widens its batch). A page is every selected record
-	// with an id in (cursor, horizon], where the horizon is the first_id
-	// of the batch, in first_id order after the cursor, at which the
-	// batches from the cursor on hold PageSize records: every record in
+	// History rows are batches (schema version 6): a batch holds the
+	// records one partition delivered in one completion statement, encoded
+	// by the relay (history_format.go), and batches overlap in id range (a
+	// partition's records interleave with other partitions' ids, a retried
+	// record delivered late widens its batch). A page is every selected
+	// record with an id in (cursor, horizon], where the horizon is the
+	// first_id of the batch, in first_id order after the cursor, at which
+	// the batches from the cursor on hold PageSize records: every record in
 	// that range lies in a batch whose first_id is at most the horizon and
 	// at least cursor - span, span being the widest batch of the window.
+	// SQL selects the batches by their bounds (and delivery day); the
+	// records are decoded and filtered here, and a page sorted by id.
 	history := cfg.ident("history")
-	unnest := " FROM " + history + " b CROSS JOIN LATERAL unnest(b.ids, b.partitions, b.keys, b.topics, b.message_ids, b.payloads, b.metadata, b.created_at)" +
-		" AS r(id, partition, key, topic, message_id, payload, metadata, created_at)"
+	const batchCols = "SELECT b.partition, b.first_id, b.last_id, b.n, b.records FROM "
 	var q replayQuery
-	q.sql = "SELECT count(*)" + unnest + " WHERE " + q.batches(f) + " AND " + q.records(f) + " AND b.last_id > " + q.arg(f.AfterID) + " AND r.id > " + q.arg(f.AfterID)
-	if err := pool.QueryRow(ctx, q.sql, q.args...).Scan(&prog.Total); err != nil {
+	q.sql = batchCols + history + " b WHERE " + q.batches(f) + " AND b.last_id > " + q.arg(f.AfterID)
+	if err := readBatches(ctx, pool, q.sql, q.args, func(r historyRecord) {
+		if r.ID > f.AfterID && f.selects(r) {
+			prog.Total++
+		}
+	}); err != nil {
 		return prog, fmt.Errorf("postrelay: replay: count history: %w", err)
 	}
 	var span int64
@@ -89,7 +98,7 @@ func Replay(ctx context.Context, pool *pgxpool.Pool, cfg Config, pub message.Pub
 	if err := pool.QueryRow(ctx, q.sql, q.args...).Scan(&span); err != nil {
 		return prog, fmt.Errorf("postrelay: replay: read history: %w", err)
 	}
-	// The next horizon after a cursor, and the page up to it.
+	// The next horizon after a cursor, and the batches of the page up to it.
 	horizon := func(cursor int64) (string, []any) {
 		var q replayQuery
 		return "SELECT first_id FROM (SELECT b.first_id, sum(b.n) OVER (ORDER BY b.first_id) AS upto FROM " + history + " b WHERE " +
@@ -97,13 +106,12 @@ func Replay(ctx context.Context, pool *pgxpool.Pool, cfg Config, pub message.Pub
 	}
 	page := func(cursor, horizon int64) (string, []any) {
 		var q replayQuery
-		c, h := q.arg(cursor), q.arg(horizon)
-		return "SELECT r.id, r.partition, r.key, r.topic, r.message_id, r.payload, r.metadata::text" + unnest + " WHERE " + q.batches(f) + " AND " + q.records(f) +
-			" AND b.first_id > " + q.arg(cursor-span) + " AND b.first_id <= " + h + " AND b.last_id > " + c +
-			" AND r.id > " + c + " AND r.id <= " + h + " ORDER BY r.id", q.args
+		return batchCols + history + " b WHERE " + q.batches(f) +
+			" AND b.first_id > " + q.arg(cursor-span) + " AND b.first_id <= " + q.arg(horizon) + " AND b.last_id > " + q.arg(cursor), q.args
 	}
 	start := time.Now()
 	prog.LastID = f.AfterID
+	var recs []historyRecord
 	for cursor := f.AfterID; cursor < math.MaxInt64; {
 		upto := int64(math.MaxInt64)
 		hq, hargs := horizon(cursor)
@@ -111,33 +119,16 @@ func Replay(ctx context.Context, pool *pgxpool.Pool, cfg Config, pub message.Pub
 			return prog, fmt.Errorf("postrelay: replay: read history after id %d: %w", cursor, err)
 		}
 		pq, pargs := page(cursor, upto)
-		rows, err := pool.Query(ctx, pq, pargs...)
-		if err != nil {
+		recs = recs[:0]
+		if err := readBatches(ctx, pool, pq, pargs, func(r historyRecord) {
+			if r.ID > cursor && r.ID <= upto && f.selects(r) {
+				recs = append(recs, r)
+			}
+		}); err != nil {
 			return prog, fmt.Errorf("postrelay: replay: read history after id %d: %w", cursor, err)
 		}
 		cursor = upto
-		type rec struct {
-			id        int64
-			partition int
-			key       string
-			topic     string
-			messageID string
-			payload   []byte
-			metadata  string
-		}
-		var recs []rec
-		for rows.Next() {
-			var r rec
-			if err := rows.Scan(&r.id, &r.partition, &r.key, &r.topic, &r.messageID, &r.payload, &r.metadata); err != nil {
-				rows.Close()
-				return prog, fmt.Errorf("postrelay: replay: read history: %w", err)
-			}
-			recs = append(recs, r)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return prog, fmt.Errorf("postrelay: replay: read history after id %d: %w", prog.LastID, err)
-		}
+		slices.SortFunc(recs, func(a, b historyRecord) int { return cmp.Compare(a.ID, b.ID) })
 		for _, r := range recs {
 			if opts.Rate > 0 {
 				due := start.Add(time.Duration(float64(prog.Published) / opts.Rate * float64(time.Second)))
@@ -151,29 +142,29 @@ func Replay(ctx context.Context, pool *pgxpool.Pool, cfg Config, pub message.Pub
 					}
 				}
 			}
-			md, err := DecodeMetadata([]byte(r.metadata))
+			md, err := DecodeMetadata([]byte(r.Metadata))
 			if err != nil {
-				return prog, fmt.Errorf("postrelay: replay: record %d: %w", r.id, err)
+				return prog, fmt.Errorf("postrelay: replay: record %d: %w", r.ID, err)
 			}
 			if md == nil {
 				md = map[string]string{}
 			}
-			md[MetadataKey] = r.key
-			md[MetadataRecordID] = strconv.FormatInt(r.id, 10)
-			md[MetadataPartition] = strconv.Itoa(r.partition)
+			md[MetadataKey] = r.Key
+			md[MetadataRecordID] = strconv.FormatInt(r.ID, 10)
+			md[MetadataPartition] = strconv.Itoa(r.Partition)
 			md[MetadataReplay] = "true"
-			msg := message.NewMessage(r.messageID, r.payload)
+			msg := message.NewMessage(r.MessageID, r.Payload)
 			msg.Metadata = md
 			pctx, cancel := context.WithTimeout(ctx, cfg.PublishTimeout)
 			msg.SetContext(pctx)
-			err = pub.Publish(r.topic, msg)
+			err = pub.Publish(r.Topic, msg)
 			cancel()
 			if err != nil {
 				return prog, fmt.Errorf("postrelay: replay: publish record %d (topic %q, key %q, message %s) after %d of %d: %w (resume after id %d)",
-					r.id, r.topic, r.key, r.messageID, prog.Published, prog.Total, err, prog.LastID)
+					r.ID, r.Topic, r.Key, r.MessageID, prog.Published, prog.Total, err, prog.LastID)
 			}
 			prog.Published++
-			prog.LastID = r.id
+			prog.LastID = r.ID
 			if opts.Progress != nil {
 				opts.Progress(prog)
 			}
@@ -211,20 +202,51 @@ func (q *replayQuery) batches(f ReplayFilter) string {
 	return strings.Join(conds, " AND ")
 }
 
-// records is the filter's condition on the batches' records (r).
-func (q *replayQuery) records(f ReplayFilter) string {
-	conds := []string{"true"}
-	if f.Topic != "" {
-		conds = append(conds, "r.topic = "+q.arg(f.Topic))
+// selects reports whether the filter selects a batch's record by its
+// topic, key and creation time (ids are the caller's).
+func (f ReplayFilter) selects(r historyRecord) bool {
+	return (f.Topic == "" || r.Topic == f.Topic) &&
+		(f.Key == "" || r.Key == f.Key) &&
+		(f.Since.IsZero() || !r.CreatedAt.Before(f.Since)) &&
+		(f.Until.IsZero() || r.CreatedAt.Before(f.Until))
+}
+
+// readBatches runs a query of history batches (partition, first_id,
+// last_id, n, records) and calls fn for each record of each batch, one
+// batch in memory at a time. A batch that does not decode, holds other
+// than n records or a record outside [first_id, last_id] (which Replay's
+// paging relies on) is an error naming the batch.
+func readBatches(ctx context.Context, pool *pgxpool.Pool, sql string, args []any, fn func(historyRecord)) error {
+	rows, err := pool.Query(ctx, sql, args...)
+	if err != nil {
+		return err
 	}
-	if f.Key != "" {
-		conds = append(conds, "r.key = "+q.arg(f.Key))
+	defer rows.Close()
+	var (
+		partition   int
+		first, last int64
+		n           int
+		records     pgtype.DriverBytes // valid until the next row; decodeHistory copies
+	)
+	for rows.Next() {
+		if err := rows.Scan(&partition, &first, &last, &n, &records); err != nil {
+			return err
+		}
+		got := 0
+		err := decodeHistory(records, func(r historyRecord) error {
+			if r.ID < first || r.ID > last {
+				return fmt.Errorf("record %d outside the batch's ids %d to %d", r.ID, first, last)
+			}
+			got++
+			fn(r)
+			return nil
+		})
+		if err == nil && got != n {
+			err = fmt.Errorf("%d records, the batch row says %d", got, n)
+		}
+		if err != nil {
+			return fmt.Errorf("history batch of partition %d from id %d: %w", partition, first, err)
+		}
 	}
-	if !f.Since.IsZero() {
-		conds = append(conds, "r.created_at >= "+q.arg(f.Since))
-	}
-	if !f.Until.IsZero() {
-		conds = append(conds, "r.created_at < "+q.arg(f.Until))
-	}
-	return strings.Join(conds, " AND ")
+	return rows.Err()
 }

@@ -3,7 +3,9 @@ package engine_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -32,6 +34,35 @@ func historyRecords(t *testing.T, b *bundle) int {
 	require.NoError(t, b.pool.QueryRow(context.Background(),
 		"SELECT coalesce(sum(n), 0) FROM "+pgx.Identifier{b.cfg.Schema, "history"}.Sanitize()).Scan(&n))
 	return n
+}
+
+// insertBatch stores recs as one history row (schema version 6: one
+// partition's share of a completion statement, the partition being that of
+// recs[0]), its bounds and count taken from the records, delivered at
+// deliveredAt (zero: now()).
+func insertBatch(t *testing.T, b *bundle, deliveredAt time.Time, recs ...engine.HistoryRecord) {
+	t.Helper()
+	require.NotEmpty(t, recs)
+	first, last := recs[0].ID, recs[0].ID
+	minC, maxC := recs[0].CreatedAt, recs[0].CreatedAt
+	for _, r := range recs {
+		first, last = min(first, r.ID), max(last, r.ID)
+		if r.CreatedAt.Before(minC) {
+			minC = r.CreatedAt
+		}
+		if r.CreatedAt.After(maxC) {
+			maxC = r.CreatedAt
+		}
+	}
+	var at any // NULL: now()
+	if !deliveredAt.IsZero() {
+		at = deliveredAt
+	}
+	_, err := b.pool.Exec(context.Background(), "INSERT INTO "+pgx.Identifier{b.cfg.Schema, "history"}.Sanitize()+
+		" (delivered_at, partition, first_id, last_id, n, min_created_at, max_created_at, records)"+
+		" VALUES (coalesce($1, now()), $2, $3, $4, $5, $6, $7, $8)",
+		at, recs[0].Partition, first, last, len(recs), minC, maxC, engine.EncodeHistory(recs...))
+	require.NoError(t, err)
 }
 
 // waitHistory waits until the history holds n records.
@@ -69,17 +100,23 @@ func TestRetentionKeepsDeliveredRecords(t *testing.T) {
 	require.Equal(t, 0, count(t, b, "records"))
 	require.Equal(t, 20, historyRecords(t, b), "the dead-lettered record is not in the history")
 
-	// Each batch's arrays line up: element i of ids, message_ids and
-	// payloads is the same record.
+	// Each history row is one partition's batch: its records carry their
+	// message ids and payloads, lie in its partition and id bounds, and
+	// number n.
 	var ids []string
 	rows, err := b.pool.Query(context.Background(), "SELECT r.message_id FROM "+pgx.Identifier{cfg.Schema, "history"}.Sanitize()+
-		" b, unnest(b.ids, b.message_ids, b.payloads) AS r(id, message_id, payload)"+
-		" WHERE r.message_id = 'm' || convert_from(r.payload, 'UTF8') AND r.id BETWEEN b.first_id AND b.last_id ORDER BY r.id")
+		" b, "+pgx.Identifier{cfg.Schema, "history_records"}.Sanitize()+"(b.records) r"+
+		" WHERE r.message_id = 'm' || convert_from(r.payload, 'UTF8') AND r.partition = b.partition"+
+		" AND r.id BETWEEN b.first_id AND b.last_id AND r.created_at BETWEEN b.min_created_at AND b.max_created_at ORDER BY r.id")
 	require.NoError(t, err)
 	ids, err = pgx.CollectRows(rows, pgx.RowTo[string])
 	require.NoError(t, err)
 	require.Len(t, ids, 20)
 	require.Equal(t, "m0", ids[0])
+	var badCounts int
+	require.NoError(t, b.pool.QueryRow(context.Background(), "SELECT count(*) FROM "+pgx.Identifier{cfg.Schema, "history"}.Sanitize()+
+		" b WHERE b.n <> (SELECT count(*) FROM "+pgx.Identifier{cfg.Schema, "history_records"}.Sanitize()+"(b.records))").Scan(&badCounts))
+	require.Zero(t, badCounts, "rows whose n is not their record count")
 
 	var today time.Time
 	require.NoError(t, b.pool.QueryRow(context.Background(), "SELECT now()").Scan(&today))
@@ -113,11 +150,7 @@ func TestRetentionDropsExpiredDaysWhole(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []string{"history_p20300105", "history_p20300106", "history_p20300107"}, res.Created)
 	for _, d := range []time.Time{day(5, 1), day(5, 23), day(6, 12), day(7, 1), day(7, 23)} {
-		_, err := b.pool.Exec(ctx, "INSERT INTO "+pgx.Identifier{cfg.Schema, "history"}.Sanitize()+
-			" (delivered_at, first_id, last_id, n, min_created_at, max_created_at, ids, partitions, keys, topics, message_ids, payloads, metadata, created_at)"+
-			" VALUES ($3, $1, $1, 1, $3, $3, ARRAY[$1::bigint], '{0}', '{k}', '{t}', ARRAY[$2::text], ARRAY[''::bytea], ARRAY['{}'::jsonb], ARRAY[$3::timestamptz])",
-			d.Unix(), d.Format(time.RFC3339), d)
-		require.NoError(t, err)
+		insertBatch(t, b, d, engine.HistoryRecord{ID: d.Unix(), CreatedAt: d, Key: "k", Topic: "t", MessageID: d.Format(time.RFC3339), Metadata: "{}"})
 	}
 
 	// Now 2030-01-10 12:00, retention 72h: the cut is 2030-01-07 12:00.
@@ -226,10 +259,12 @@ func TestReplayRedeliversSelectedRecordsInKeyOrder(t *testing.T) {
 	require.ErrorIs(t, err, engine.ErrInvalidConfig)
 }
 
-// Batches overlap in id range (a batch holds several partitions' records;
-// a retried record delivered late widens its batch): Replay still
-// publishes every selected record once, in id order, whatever the page
-// size, and resumes after any id.
+// Batches overlap in id range (a partition's records interleave with
+// other partitions' ids; a retried record delivered late widens its
+// batch): Replay still publishes every record the filter selects (by
+// topic, key and creation window, decoded from the batches) once, in id
+// order, with its fields, whatever the page size, and resumes after any
+// id.
 func TestReplayMergesOverlappingBatches(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -238,55 +273,179 @@ func TestReplayMergesOverlappingBatches(t *testing.T) {
 	ctx := context.Background()
 	_, err := engine.MaintainHistory(ctx, b.pool, cfg, time.Time{})
 	require.NoError(t, err)
-	batches := [][]int64{
-		{9, 1, 5, 100}, // a retried record (1) delivered late with newer ones
-		{2, 3, 4, 6},
-		{7, 8, 10, 11},
-		{50},
-		{12, 60, 13, 61},
-		{101, 102},
+	var base time.Time
+	require.NoError(t, b.pool.QueryRow(ctx, "SELECT date_trunc('second', now()) - interval '1 hour'").Scan(&base))
+	batches := []struct {
+		partition int
+		ids       []int64
+	}{
+		{3, []int64{9, 1, 5, 100}}, // a retried record (1) delivered late with newer ones
+		{4, []int64{2, 3, 4, 6}},
+		{3, []int64{7, 8, 10, 11}},
+		{5, []int64{50}},
+		{6, []int64{12, 60, 13, 61}},
+		{3, []int64{101, 102}},
 	}
-	var want []int64
-	for _, ids := range batches {
-		want = append(want, ids...)
-		var keys, topics, msgIDs []string
-		var payloads [][]byte
-		var parts []int32
-		var md []map[string]string
-		for _, id := range ids {
-			keys = append(keys, fmt.Sprint("k", id%3))
-			topics = append(topics, "t")
-			msgIDs = append(msgIDs, fmt.Sprint("m", id))
-			payloads = append(payloads, fmt.Append(nil, id))
-			parts = append(parts, int32(id%16))
-			md = append(md, map[string]string{})
+	recs := map[int64]engine.HistoryRecord{}
+	for _, bt := range batches {
+		var batch []engine.HistoryRecord
+		for _, id := range bt.ids {
+			r := engine.HistoryRecord{ID: id, Partition: bt.partition, CreatedAt: base.Add(time.Duration(id)*time.Second + 250*time.Microsecond),
+				Key: fmt.Sprint("k", id%3), Topic: "t", MessageID: fmt.Sprint("m", id), Metadata: fmt.Sprintf(`{"n": "%d", "grüße": "ü"}`, id),
+				Payload: fmt.Append(nil, id)}
+			if id%5 == 0 {
+				r.Topic, r.Key = "u", "schlüssel"
+			}
+			recs[id] = r
+			batch = append(batch, r)
 		}
+		insertBatch(t, b, time.Time{}, batch...)
+	}
+	ids := slices.Sorted(maps.Keys(recs))
+	filters := []engine.ReplayFilter{
+		{},
+		{Topic: "t"},
+		{Key: "k1"},
+		{Topic: "u", Key: "schlüssel"},
+		{Since: base.Add(10 * time.Second), Until: base.Add(61 * time.Second)},
+		{Topic: "t", Since: base.Add(60*time.Second + 250*time.Microsecond)}, // at a record's creation: included
+		{Until: base.Add(9*time.Second + 250*time.Microsecond)},              // at a record's creation: excluded
+	}
+	for _, f := range filters {
+		for _, size := range []int{1, 2, 3, 5, 500} {
+			for _, after := range []int64{0, 5, 11, 60, 102} {
+				f.AfterID = after
+				var want []int64
+				for _, id := range ids {
+					r := recs[id]
+					if id > after && (f.Topic == "" || r.Topic == f.Topic) && (f.Key == "" || r.Key == f.Key) &&
+						(f.Since.IsZero() || !r.CreatedAt.Before(f.Since)) && (f.Until.IsZero() || r.CreatedAt.Before(f.Until)) {
+						want = append(want, id)
+					}
+				}
+				pub := recorder.New()
+				prog, err := engine.Replay(ctx, b.pool, cfg, pub, f, engine.ReplayOptions{PageSize: size})
+				require.NoError(t, err)
+				var got []int64
+				for _, d := range pub.Deliveries() {
+					r := recs[d.RecordID]
+					got = append(got, d.RecordID)
+					require.Equal(t, r.MessageID, d.UUID)
+					require.Equal(t, r.Topic, d.Topic)
+					require.Equal(t, string(r.Payload), d.Payload)
+					require.Equal(t, map[string]string{"n": fmt.Sprint(r.ID), "grüße": "ü", engine.MetadataKey: r.Key,
+						engine.MetadataRecordID: fmt.Sprint(r.ID), engine.MetadataPartition: fmt.Sprint(r.Partition), engine.MetadataReplay: "true"}, d.Metadata)
+				}
+				require.Equal(t, want, got, "filter %+v, page size %d", f, size)
+				require.Equal(t, len(want), prog.Total, "filter %+v", f)
+				require.Equal(t, len(want), prog.Published)
+			}
+		}
+	}
+	require.Len(t, ids, 19)
+}
+
+// A history row whose batch does not decode, holds other than its n
+// records, or holds a record outside its id bounds stops Replay before it
+// publishes anything, with an error naming the batch by partition and
+// first id.
+func TestReplayStopsAtABadBatch(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	cfg := b.cfg
+	cfg.Retention = 24 * time.Hour
+	ctx := context.Background()
+	_, err := engine.MaintainHistory(ctx, b.pool, cfg, time.Time{})
+	require.NoError(t, err)
+	var now time.Time
+	require.NoError(t, b.pool.QueryRow(ctx, "SELECT now()").Scan(&now))
+	rec := func(id int64) engine.HistoryRecord {
+		return engine.HistoryRecord{ID: id, Partition: 9, CreatedAt: now, Key: "k", Topic: "t", MessageID: fmt.Sprint("m", id), Metadata: "{}", Payload: []byte("p")}
+	}
+	insertBatch(t, b, time.Time{}, rec(1), rec(2))
+	two := engine.EncodeHistory(rec(20), rec(21))
+	for _, tc := range []struct {
+		name        string
+		first, last int64
+		n           int
+		records     []byte
+		want        string
+	}{
+		{"cut inside a record", 20, 21, 2, two[:len(two)-1], "truncated at byte"},
+		{"unknown format", 20, 21, 2, append([]byte{7}, two[1:]...), "format 7, want 1"},
+		{"empty", 20, 21, 2, []byte{}, "format -1, want 1"},
+		{"cut between records", 20, 21, 2, engine.EncodeHistory(rec(20)), "1 records, the batch row says 2"},
+		{"record outside the bounds", 20, 20, 2, two, "record 21 outside the batch's ids 20 to 20"},
+	} {
 		_, err := b.pool.Exec(ctx, "INSERT INTO "+pgx.Identifier{cfg.Schema, "history"}.Sanitize()+
-			" (first_id, last_id, n, min_created_at, max_created_at, ids, partitions, keys, topics, message_ids, payloads, metadata, created_at)"+
-			" SELECT min(i), max(i), count(*), now(), now(), $1, $2, $3, $4, $5, $6, $7, array_fill(now(), ARRAY[cardinality($1)]) FROM unnest($1::bigint[]) i",
-			ids, parts, keys, topics, msgIDs, payloads, md)
+			" (partition, first_id, last_id, n, min_created_at, max_created_at, records) VALUES (9, $1, $2, $3, $4, $4, $5)",
+			tc.first, tc.last, tc.n, now, tc.records)
+		require.NoError(t, err)
+		pub := recorder.New()
+		prog, err := engine.Replay(ctx, b.pool, cfg, pub, engine.ReplayFilter{}, engine.ReplayOptions{PageSize: 1})
+		require.ErrorContains(t, err, "history batch of partition 9 from id 20: ", tc.name)
+		require.ErrorContains(t, err, tc.want, tc.name)
+		require.Empty(t, pub.Deliveries(), tc.name)
+		require.Zero(t, prog.Published, tc.name)
+		_, err = b.pool.Exec(ctx, "DELETE FROM "+pgx.Identifier{cfg.Schema, "history"}.Sanitize()+" WHERE first_id = 20")
 		require.NoError(t, err)
 	}
-	slices.Sort(want)
-	for _, size := range []int{1, 2, 3, 5, 500} {
-		for _, after := range []int64{0, 5, 11, 60, 102} {
-			pub := recorder.New()
-			prog, err := engine.Replay(ctx, b.pool, cfg, pub, engine.ReplayFilter{AfterID: after}, engine.ReplayOptions{PageSize: size})
-			require.NoError(t, err)
-			var got []int64
-			for _, d := range pub.Deliveries() {
-				got = append(got, d.RecordID)
-				require.Equal(t, fmt.Sprint("m", d.RecordID), d.UUID)
-				require.Equal(t, fmt.Sprint(d.RecordID), d.Payload)
-			}
-			var wantAfter []int64
-			for _, id := range want {
-				if id > after {
-					wantAfter = append(wantAfter, id)
-				}
-			}
-			require.Equal(t, wantAfter, got, "page size %d, after %d", size, after)
-			require.Equal(t, len(wantAfter), prog.Total)
-		}
+	pub := recorder.New()
+	prog, err := engine.Replay(ctx, b.pool, cfg, pub, engine.ReplayFilter{}, engine.ReplayOptions{})
+	require.NoError(t, err, "without the bad row")
+	require.Equal(t, 2, prog.Published)
+}
+
+// history_records(batch), the SQL function for queries by hand, returns
+// exactly the records decodeHistory decodes from the same batch, and
+// refuses a batch of another format.
+func TestHistoryRecordsFunctionMatchesDecoder(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	recs := []engine.HistoryRecord{
+		{ID: 42, Partition: 3, CreatedAt: time.Date(2026, 12, 2, 1, 2, 3, 123456000, time.UTC), Key: "acct-42", Topic: "orders",
+			MessageID: "m-42", Metadata: `{"n": "1", "trace": "abc"}`, Payload: []byte(`{"total":12}`)},
+		{ID: 0, Partition: 0, CreatedAt: time.Unix(0, 0).UTC(), Key: "ключ-🔑-ü", Topic: "zahlungen/ä",
+			MessageID: "ü-2", Metadata: `{"grüße": "日本", "q": "a \"b\" \\ c"}`, Payload: []byte{}},
+		{ID: -5, Partition: 2147483647, CreatedAt: time.Date(1969, 7, 20, 20, 17, 40, 999999000, time.UTC), Key: "",
+			Topic: "t", MessageID: "", Metadata: `{}`, Payload: []byte{0, 1, 0xff, 0}},
+		{ID: 9223372036854775807, Partition: -1, CreatedAt: time.Date(2200, 1, 1, 0, 0, 0, 1000, time.UTC), Key: "k",
+			Topic: "t", MessageID: "m-max", Metadata: `{"a": "b"}`, Payload: []byte(strings.Repeat("x", 5000))},
+		{ID: -9223372036854775808, Partition: 1, CreatedAt: time.Date(2000, 2, 29, 23, 59, 59, 1000, time.UTC), Key: "k",
+			Topic: "t", MessageID: "m-min", Metadata: `{}`, Payload: []byte("p")},
 	}
+	batch := engine.EncodeHistory(recs...)
+	want, err := engine.DecodeHistory(batch)
+	require.NoError(t, err)
+	require.Equal(t, recs, want)
+
+	fn := pgx.Identifier{b.cfg.Schema, "history_records"}.Sanitize()
+	rows, err := b.pool.Query(ctx, "SELECT id, partition, created_at, key, topic, message_id, metadata::text, payload FROM "+fn+"($1)", batch)
+	require.NoError(t, err)
+	var got []engine.HistoryRecord
+	for rows.Next() {
+		var r engine.HistoryRecord
+		require.NoError(t, rows.Scan(&r.ID, &r.Partition, &r.CreatedAt, &r.Key, &r.Topic, &r.MessageID, &r.Metadata, &r.Payload))
+		got = append(got, r)
+	}
+	require.NoError(t, rows.Err())
+	require.Len(t, got, len(want))
+	for i := range want {
+		w, g := want[i], got[i]
+		require.JSONEq(t, w.Metadata, g.Metadata, "record %d metadata (jsonb normalizes the text)", i)
+		require.True(t, w.CreatedAt.Equal(g.CreatedAt), "record %d created_at: %v, want %v", i, g.CreatedAt, w.CreatedAt)
+		require.Equal(t, string(w.Payload), string(g.Payload), "record %d payload", i)
+		w.Metadata, w.CreatedAt, w.Payload = "", time.Time{}, nil
+		g.Metadata, g.CreatedAt, g.Payload = "", time.Time{}, nil
+		require.Equal(t, w, g, "record %d", i)
+	}
+
+	var n int
+	require.NoError(t, b.pool.QueryRow(ctx, "SELECT count(*) FROM "+fn+"($1)", []byte{1}).Scan(&n))
+	require.Zero(t, n, "a batch of no records")
+	_, err = b.pool.Exec(ctx, "SELECT * FROM "+fn+"($1)", append([]byte{2}, batch[1:]...))
+	require.ErrorContains(t, err, "history batch: unknown format")
+	_, err = b.pool.Exec(ctx, "SELECT * FROM "+fn+"($1)", []byte{})
+	require.ErrorContains(t, err, "history batch: unknown format")
 }
