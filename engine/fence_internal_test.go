@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -214,4 +215,86 @@ func newTestStore(t *testing.T, partitions int) (*pgxpool.Pool, string, Config, 
 	require.NoError(t, err)
 	require.NoError(t, Migrate(context.Background(), pool, cfg))
 	return pool, schema, cfg, newStore(pool, cfg)
+}
+
+// With Retention, one completion statement writes a history row for each
+// partition whose fence held — holding exactly the records it delivered,
+// not those it retried — and none for a partition whose lease expired,
+// whose records stay pending.
+func TestRetainedCompletionKeepsHistoryOnlyUnderTheLease(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool, schema := pgtest.FreshSchema(t)
+	cfg, err := Config{Schema: schema, Partitions: 8, Retention: time.Hour}.prepared()
+	require.NoError(t, err)
+	require.NoError(t, Migrate(ctx, pool, cfg))
+	st, err := openStore(ctx, pool, cfg)
+	require.NoError(t, err)
+	t.Cleanup(st.close)
+	require.True(t, st.retention)
+
+	// Two keys in different partitions, three records each.
+	keyA, keyB := "a", "b"
+	for i := 0; Partition(keyB, 8) == Partition(keyA, 8); i++ {
+		keyB = fmt.Sprint("b", i)
+	}
+	pa, pb := Partition(keyA, 8), Partition(keyB, 8)
+	tx, err := pool.Begin(ctx)
+	require.NoError(t, err)
+	for i := range 3 {
+		require.NoError(t, NewWriter(cfg).Write(ctx, tx,
+			Record{Topic: "t", Key: keyA, Payload: []byte(fmt.Sprint("a", i)), Metadata: map[string]string{"n": fmt.Sprint(i)}},
+			Record{Topic: "u", Key: keyB, Payload: []byte(fmt.Sprint("b", i))}))
+	}
+	require.NoError(t, tx.Commit(ctx))
+	got, err := st.acquire(ctx, "me", time.Minute, []int32{int32(pa), int32(pb)})
+	require.NoError(t, err)
+	ra, err := st.fetchOne(ctx, pa, 10)
+	require.NoError(t, err)
+	rb, err := st.fetchOne(ctx, pb, 10)
+	require.NoError(t, err)
+	require.Len(t, ra.batch, 3)
+	require.Len(t, rb.batch, 3)
+
+	// pb's lease expires before the completion.
+	_, err = pool.Exec(ctx, "UPDATE "+pgx.Identifier{schema, "partitions"}.Sanitize()+" SET lease_until = now() - interval '1 second' WHERE partition = $1", pb)
+	require.NoError(t, err)
+	ca := &completion{delivered: []int64{ra.batch[0].id, ra.batch[1].id}, retryIDs: []int64{ra.batch[2].id}, retryErrs: []string{"x"}, retryUS: []int64{1}}
+	ca.encodeHistory(pa, ra.batch)
+	cb := &completion{delivered: []int64{rb.batch[0].id, rb.batch[1].id, rb.batch[2].id}}
+	cb.encodeHistory(pb, rb.batch)
+	errs := make([]error, 2)
+	require.NoError(t, st.complete(ctx, "me", []completeReq{{p: pa, epoch: got[pa], c: ca}, {p: pb, epoch: got[pb], c: cb}}, errs))
+	require.NoError(t, errs[0])
+	require.ErrorIs(t, errs[1], ErrLeaseLost)
+
+	rows, err := pool.Query(ctx, "SELECT partition, first_id, last_id, n, records FROM "+pgx.Identifier{schema, "history"}.Sanitize())
+	require.NoError(t, err)
+	type row struct { // in the SELECT's order
+		P           int
+		First, Last int64
+		N           int
+		Records     []byte
+	}
+	hist, err := pgx.CollectRows(rows, pgx.RowToStructByPos[row])
+	require.NoError(t, err)
+	require.Len(t, hist, 1, "one history row: pa's; pb's fence failed")
+	h := hist[0]
+	require.Equal(t, pa, h.P)
+	require.Equal(t, 2, h.N)
+	require.Equal(t, ra.batch[0].id, h.First)
+	require.Equal(t, ra.batch[1].id, h.Last)
+	var recs []historyRecord
+	require.NoError(t, decodeHistory(h.Records, func(r historyRecord) error { recs = append(recs, r); return nil }))
+	require.Len(t, recs, 2)
+	for i, r := range recs {
+		f := ra.batch[i]
+		require.Equal(t, historyRecord{ID: f.id, Partition: pa, CreatedAt: f.createdAt.UTC().Truncate(time.Microsecond), Key: keyA, Topic: "t",
+			MessageID: f.messageID, Metadata: f.mdText, Payload: []byte(fmt.Sprint("a", i))}, r)
+	}
+	var pendingA, pendingB int
+	require.NoError(t, pool.QueryRow(ctx, "SELECT count(*) FILTER (WHERE partition = $1), count(*) FILTER (WHERE partition = $2) FROM "+
+		pgx.Identifier{schema, "records"}.Sanitize(), pa, pb).Scan(&pendingA, &pendingB))
+	require.Equal(t, 1, pendingA, "pa's retried record stays")
+	require.Equal(t, 3, pendingB, "pb's records stay: its fence failed")
 }

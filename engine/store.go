@@ -711,10 +711,9 @@ func (c *completion) encodeHistory(p int, batch []fetched) {
 		}
 		h.records = appendHistoryRecord(h.records, r.id, p, r.createdAt, r.key, r.topic, r.messageID, r.mdText, r.payload)
 		if h.n == 0 {
-			h.firstID, h.minCreated, h.maxCreated = r.id, r.createdAt, r.createdAt
+			h.firstID, h.lastID, h.minCreated, h.maxCreated = r.id, r.id, r.createdAt, r.createdAt
 		}
-		h.lastID = max(h.lastID, r.id)
-		h.firstID = min(h.firstID, r.id)
+		h.firstID, h.lastID = min(h.firstID, r.id), max(h.lastID, r.id)
 		if r.createdAt.Before(h.minCreated) {
 			h.minCreated = r.createdAt
 		}
