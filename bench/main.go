@@ -72,6 +72,7 @@ type options struct {
 	listenURL    string
 	pollInterval time.Duration
 	retention    time.Duration
+	deadRecords  int
 	// console: how often the polling console requests its pages' calls
 	consoleInterval time.Duration
 }
@@ -126,6 +127,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.out, "out", "bench/scale.svg", "scale: chart file (SVG)")
 	fs.BoolVar(&o.json, "json", false, "print one JSON object as the last line of stdout")
 	fs.BoolVar(&o.keepSchema, "keep-schema", false, "do not drop the benchmark schema")
+	fs.IntVar(&o.deadRecords, "dead-records", 0, "postrelay only: write and delete this many records before the run, leaving their dead tuples (vacuum lag)")
 	fs.DurationVar(&o.retention, "retention", 0, "relays keep delivered records this long in the history table (engine Retention; 0: off)")
 	fs.DurationVar(&o.consoleInterval, "console-interval", time.Second, "console: how often the console's pages' API calls are requested (the pages refresh every 5s)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process (latency runs the relay in it) to this file")

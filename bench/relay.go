@@ -51,6 +51,20 @@ func benchSchema(ctx context.Context, pool *pgxpool.Pool, o options) (engine.Con
 	if err := engine.Migrate(ctx, pool, cfg); err != nil {
 		return cfg, nil, err
 	}
+	if o.deadRecords > 0 {
+		// Vacuum lag: records written and deleted (delivered) before the
+		// run, whose dead tuples and index entries stay (autovacuum is off
+		// on this machine; VACUUM would remove them).
+		recs := pgx.Identifier{cfg.Schema, "records"}.Sanitize()
+		if _, err := pool.Exec(ctx, "INSERT INTO "+recs+" (partition, key, topic, message_id, payload) "+
+			"SELECT i % $1, 'dead-' || (i % 1000), 'bench.dead', gen_random_uuid()::text, '\\x00' FROM generate_series(1, $2) i",
+			cfg.Partitions, o.deadRecords); err != nil {
+			return cfg, nil, fmt.Errorf("--dead-records: %w", err)
+		}
+		if _, err := pool.Exec(ctx, "DELETE FROM "+recs); err != nil {
+			return cfg, nil, fmt.Errorf("--dead-records: %w", err)
+		}
+	}
 	return cfg, func() {
 		if !o.keepSchema {
 			_, _ = pool.Exec(context.WithoutCancel(ctx), "DROP SCHEMA "+pgx.Identifier{cfg.Schema}.Sanitize()+" CASCADE")
