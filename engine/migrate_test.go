@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/postrelay/postrelay/engine"
@@ -171,27 +172,9 @@ func TestMigrateVersion1Forward(t *testing.T) {
 func TestMigrateVersion3HistoryForward(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	pool, schema := pgtest.FreshSchema(t)
-	cfg := fastConfig(schema)
-	cfg.Retention = 24 * 365 * time.Hour
-	ident := func(table string) string { return pgx.Identifier{schema, table}.Sanitize() }
-	_, err := pool.Exec(ctx, "CREATE SCHEMA "+pgx.Identifier{schema}.Sanitize()+"; CREATE TABLE "+ident("schema_migrations")+
-		" (version int PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
-	require.NoError(t, err)
-	for _, m := range engine.Migrations()[:3] {
-		_, err := pool.Exec(ctx, m.Render(cfg))
-		require.NoError(t, err, m.Name)
-		_, err = pool.Exec(ctx, "INSERT INTO "+ident("schema_migrations")+" (version, name) VALUES ($1, $2)", m.Version, m.Name)
-		require.NoError(t, err)
-	}
-	day := func(d int) time.Time { return time.Date(2026, 11, d, 0, 0, 0, 0, time.UTC) }
-	for _, d := range []int{28, 29} {
-		_, err := pool.Exec(ctx, fmt.Sprintf("CREATE TABLE %s PARTITION OF %s FOR VALUES FROM ('%s') TO ('%s')",
-			ident(fmt.Sprintf("history_p202611%d", d)), ident("history"), day(d).Format(time.RFC3339), day(d+1).Format(time.RFC3339)))
-		require.NoError(t, err)
-	}
+	pool, cfg, ident, day := historySchemaAt(t, 3)
 	const n = 2500
-	_, err = pool.Exec(ctx, "INSERT INTO "+ident("history")+
+	_, err := pool.Exec(ctx, "INSERT INTO "+ident("history")+
 		" (id, partition, key, topic, message_id, payload, metadata, created_at, attempts, delivered_at)"+
 		" SELECT i, i % 16, 'k' || (i % 7), 'orders', 'm' || i, convert_to(i::text, 'UTF8'), jsonb_build_object('n', i::text), $1::timestamptz, 1,"+
 		" CASE WHEN i % 2 = 0 THEN $1::timestamptz ELSE $2::timestamptz END FROM generate_series(1, $3::int) i",
@@ -236,27 +219,7 @@ func TestMigrateVersion3HistoryForward(t *testing.T) {
 func TestMigrateVersion5HistoryForward(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	pool, schema := pgtest.FreshSchema(t)
-	cfg := fastConfig(schema)
-	cfg.Retention = 24 * 365 * time.Hour
-	ident := func(table string) string { return pgx.Identifier{schema, table}.Sanitize() }
-	_, err := pool.Exec(ctx, "CREATE SCHEMA "+pgx.Identifier{schema}.Sanitize()+"; CREATE TABLE "+ident("schema_migrations")+
-		" (version int PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
-	require.NoError(t, err)
-	ms := engine.Migrations()
-	require.Equal(t, 5, ms[4].Version)
-	for _, m := range ms[:5] {
-		_, err := pool.Exec(ctx, m.Render(cfg))
-		require.NoError(t, err, m.Name)
-		_, err = pool.Exec(ctx, "INSERT INTO "+ident("schema_migrations")+" (version, name) VALUES ($1, $2)", m.Version, m.Name)
-		require.NoError(t, err)
-	}
-	day := func(d int) time.Time { return time.Date(2026, 11, d, 0, 0, 0, 0, time.UTC) }
-	for _, d := range []int{28, 29} {
-		_, err := pool.Exec(ctx, fmt.Sprintf("CREATE TABLE %s PARTITION OF %s FOR VALUES FROM ('%s') TO ('%s')",
-			ident(fmt.Sprintf("history_p202611%d", d)), ident("history"), day(d).Format(time.RFC3339), day(d+1).Format(time.RFC3339)))
-		require.NoError(t, err)
-	}
+	pool, cfg, ident, day := historySchemaAt(t, 5)
 
 	record := func(id int64, partition int) engine.HistoryRecord {
 		r := engine.HistoryRecord{ID: id, Partition: partition,
@@ -401,4 +364,35 @@ func TestMigrateVersion5HistoryForward(t *testing.T) {
 	// The migrated schema runs: MaintainHistory adds today's partitions.
 	_, err = engine.MaintainHistory(ctx, pool, cfg, time.Time{})
 	require.NoError(t, err)
+}
+
+// historySchemaAt makes a fresh schema migrated to version v (3 or later:
+// it has a history table), with history partitions for 2026-11-28 and
+// 2026-11-29, and a Retention of a year; day(d) is midnight UTC of
+// November d.
+func historySchemaAt(t *testing.T, v int) (pool *pgxpool.Pool, cfg engine.Config, ident func(string) string, day func(int) time.Time) {
+	t.Helper()
+	ctx := context.Background()
+	pool, schema := pgtest.FreshSchema(t)
+	cfg = fastConfig(schema)
+	cfg.Retention = 24 * 365 * time.Hour
+	ident = func(table string) string { return pgx.Identifier{schema, table}.Sanitize() }
+	_, err := pool.Exec(ctx, "CREATE SCHEMA "+pgx.Identifier{schema}.Sanitize()+"; CREATE TABLE "+ident("schema_migrations")+
+		" (version int PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
+	require.NoError(t, err)
+	ms := engine.Migrations()
+	require.Equal(t, v, ms[v-1].Version)
+	for _, m := range ms[:v] {
+		_, err := pool.Exec(ctx, m.Render(cfg))
+		require.NoError(t, err, m.Name)
+		_, err = pool.Exec(ctx, "INSERT INTO "+ident("schema_migrations")+" (version, name) VALUES ($1, $2)", m.Version, m.Name)
+		require.NoError(t, err)
+	}
+	day = func(d int) time.Time { return time.Date(2026, 11, d, 0, 0, 0, 0, time.UTC) }
+	for _, d := range []int{28, 29} {
+		_, err := pool.Exec(ctx, fmt.Sprintf("CREATE TABLE %s PARTITION OF %s FOR VALUES FROM ('%s') TO ('%s')",
+			ident(fmt.Sprintf("history_p202611%d", d)), ident("history"), day(d).Format(time.RFC3339), day(d+1).Format(time.RFC3339)))
+		require.NoError(t, err)
+	}
+	return pool, cfg, ident, day
 }
