@@ -162,31 +162,28 @@ func runWrite(ctx context.Context, o options, out io.Writer) (*WriteResult, erro
 		}
 		return float64(n.Load()) / time.Since(start).Seconds(), nil
 	}
-	const rounds = 3
-	var without, with, piped float64
+	rounds := max(o.rounds, 3)
+	var tps [3][]float64 // per variant, one value per round
 	for r := range rounds {
-		a, err := round(0)
-		if err != nil {
-			return nil, err
+		// The variants' order turns every round, so that none always runs
+		// first (or right after another).
+		for k := range 3 {
+			v := (r + k) % 3
+			x, err := round(v)
+			if err != nil {
+				return nil, err
+			}
+			tps[v] = append(tps[v], x)
 		}
-		b, err := round(1)
-		if err != nil {
-			return nil, err
-		}
-		c, err := round(2)
-		if err != nil {
-			return nil, err
-		}
-		fmt.Fprintf(out, "  round %d: %8.0f tx/s without outbox, %8.0f with Write, %8.0f with QueueWrite (pipelined)\n", r+1, a, b, c)
-		without += a / rounds
-		with += b / rounds
-		piped += c / rounds
+		fmt.Fprintf(out, "  round %d: %8.0f tx/s without outbox, %8.0f with Write, %8.0f with QueueWrite (pipelined)\n",
+			r+1, tps[0][r], tps[1][r], tps[2][r])
 	}
+	without, with, piped := median(tps[0]), median(tps[1]), median(tps[2])
 	res := &WriteResult{Scenario: "write", Clients: o.clients, TxPerSecWithout: without, TxPerSecWith: with,
 		OverheadPct: (without - with) / without * 100, TxPerSecPipelined: piped, PipelinedOverheadPct: (without - piped) / without * 100,
 		RoundsEachVariant: rounds, SecondsEachVariant: o.duration.Seconds()}
-	fmt.Fprintf(out, "%-48s %8.0f tx/s\n%-48s %8.0f tx/s (%+.1f %%)\n%-48s %8.0f tx/s (%+.1f %%)\n",
-		"business tx (one INSERT)", without,
+	fmt.Fprintf(out, "medians of %d rounds:\n%-48s %8.0f tx/s\n%-48s %8.0f tx/s (%+.1f %%)\n%-48s %8.0f tx/s (%+.1f %%)\n",
+		rounds, "business tx (one INSERT)", without,
 		"  + one outbox record, Writer.Write", with, -res.OverheadPct,
 		"  + one outbox record, QueueWrite in the batch", piped, -res.PipelinedOverheadPct)
 
