@@ -21,7 +21,8 @@
 // A Supervisor is itself an Actor: its Serve runs until its context ends,
 // then stops its actors and waits for them. Spawned under another
 // supervisor it makes a tree, and stopping the root stops everything below
-// it. An actor can also own a supervisor for the children it starts, as
+// it — a supervisor given to Spawn whose context ended before it ever ran
+// is stopped and waited for all the same. An actor can also own a supervisor for the children it starts, as
 // postrelay's coordinator does for its partition actors.
 //
 // Watch delivers a child's exit to its parent as a message: once the child

@@ -145,7 +145,7 @@ func (s *Supervisor) Spawn(ctx context.Context, name string, a Actor) *Ref {
 	if a == nil {
 		panic(fmt.Sprintf("actors: Spawn %q: nil Actor", name))
 	}
-	return s.SpawnFactory(ctx, name, func() Actor { return a })
+	return s.spawn(ctx, name, func() Actor { return a }, a)
 }
 
 // SpawnFactory is Spawn for an actor built by newActor, which is called
@@ -157,6 +157,12 @@ func (s *Supervisor) SpawnFactory(ctx context.Context, name string, newActor fun
 	if newActor == nil {
 		panic(fmt.Sprintf("actors: SpawnFactory %q: nil factory", name))
 	}
+	return s.spawn(ctx, name, newActor, nil)
+}
+
+// spawn is SpawnFactory; given is the actor Spawn was given (nil for
+// SpawnFactory), see supervise.
+func (s *Supervisor) spawn(ctx context.Context, name string, newActor func() Actor, given Actor) *Ref {
 	ctx, cancel := context.WithCancelCause(ctx)
 	r := &Ref{name: name, stopTimeout: s.cfg.StopTimeout, cancel: cancel, done: make(chan struct{})}
 	s.mu.Lock()
@@ -171,7 +177,7 @@ func (s *Supervisor) SpawnFactory(ctx context.Context, name string, newActor fun
 	s.refs[r] = struct{}{}
 	s.running++
 	s.mu.Unlock()
-	go s.supervise(ctx, r, newActor)
+	go s.supervise(ctx, r, newActor, given)
 	return r
 }
 
@@ -197,15 +203,33 @@ func (s *Supervisor) emit(e Event) {
 	}
 }
 
-// supervise runs a until it ends for good, then exits the actor.
-func (s *Supervisor) supervise(ctx context.Context, r *Ref, newActor func() Actor) {
+// supervise runs a until it ends for good, then exits the actor. An actor
+// given to Spawn that can be stopped (a nested Supervisor) but whose ctx
+// ended before it ever ran is stopped here, and waited for, before it
+// exits: actors may have been spawned on it meanwhile, and only its Serve
+// would have stopped them — its parent's Stop would otherwise return with
+// them still running.
+func (s *Supervisor) supervise(ctx context.Context, r *Ref, newActor func() Actor, given Actor) {
 	defer s.exit(r)
+	served := false
+	defer func() {
+		if st, ok := given.(interface {
+			Stop(time.Duration) error
+			Wait()
+		}); ok && !served {
+			if err := st.Stop(0); err != nil {
+				r.err = err
+			}
+			st.Wait()
+		}
+	}()
 	log := s.cfg.Logger.With("actor", r.name)
 	var (
 		failures    float64   // decayed failure count
 		lastFailure time.Time // by s.cfg.Now
 	)
 	for ctx.Err() == nil {
+		served = true
 		s.emit(Event{Kind: EventStarted, Actor: r.name, Time: s.cfg.Now()})
 		err, panicked := serve(ctx, newActor)
 		if err == nil || ctx.Err() != nil {

@@ -25,9 +25,9 @@ func TestSupervisorsNest(t *testing.T) {
 	child, err := actors.NewSupervisor(actors.SupervisorConfig{OnEvent: rec.on})
 	require.NoError(t, err)
 	childRef := root.Spawn(rootCtx, "child-supervisor", child)
-	// The child supervisor must be serving before the root stops: a
-	// supervisor whose Serve never ran was never stopped by it (the root's
-	// cancel can come before the child's goroutine starts).
+	// This test stops a serving child supervisor (the root's cancel could
+	// otherwise come before the child's goroutine starts: that order is
+	// TestUnservedChildSupervisorStopsItsActors).
 	rec.waitEvent(t, "child-supervisor", actors.EventStarted, 1)
 
 	started := make(chan struct{}, 2)
@@ -293,4 +293,38 @@ func TestTypedRefBlockedSendEndsOnExit(t *testing.T) {
 	go func() { blocked <- ref.Send(context.Background(), 2) }()
 	close(release)
 	require.ErrorIs(t, recv(t, blocked), actors.ErrExited)
+}
+
+// A child supervisor whose context ended before it ever ran (its parent
+// was stopping, say) still stops the actors spawned on it, and its Ref is
+// done only once they exited: its parent's Stop does not return with
+// grandchildren still running. Afterwards it runs nothing more.
+func TestUnservedChildSupervisorStopsItsActors(t *testing.T) {
+	t.Parallel()
+	root, rec := setup(t, actors.SupervisorConfig{})
+	child, err := actors.NewSupervisor(actors.SupervisorConfig{OnEvent: rec.on})
+	require.NoError(t, err)
+	started := make(chan struct{}, 1)
+	var leafStopped atomic.Int32
+	leaf := child.Spawn(context.Background(), "leaf", actors.ActorFunc(func(ctx context.Context) error {
+		started <- struct{}{}
+		<-ctx.Done()
+		leafStopped.Add(1)
+		return nil
+	}))
+	recv(t, started)
+
+	ended, cancel := context.WithCancel(context.Background())
+	cancel()
+	childRef := root.Spawn(ended, "child-supervisor", child)
+	select {
+	case <-childRef.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the unserved child supervisor did not exit")
+	}
+	require.True(t, isDone(leaf), "the leaf exited before the child supervisor's Ref was done")
+	require.Equal(t, int32(1), leafStopped.Load())
+	require.Zero(t, child.Len())
+	late := child.Spawn(context.Background(), "late", actors.ActorFunc(func(ctx context.Context) error { return nil }))
+	require.ErrorIs(t, late.Err(), actors.ErrStopped)
 }
