@@ -71,6 +71,7 @@ type options struct {
 	pooler       string
 	listenURL    string
 	pollInterval time.Duration
+	tailInterval time.Duration
 	retention    time.Duration
 	deadRecords  int
 	// console: how often the polling console requests its pages' calls
@@ -124,6 +125,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.pooler, "pooler", "", `latency: engine Pooler ("transaction" behind a transaction pooler)`)
 	fs.StringVar(&o.listenURL, "listen-url", "", "latency: engine ListenURL (a direct URL for LISTEN behind a transaction pooler)")
 	fs.DurationVar(&o.pollInterval, "poll-interval", 0, "latency: engine PollInterval (0: engine default)")
+	fs.DurationVar(&o.tailInterval, "tail-interval", 0, "latency: engine TailInterval (0: engine default, 2ms)")
 	fs.StringVar(&o.out, "out", "bench/scale.svg", "scale: chart file (SVG)")
 	fs.BoolVar(&o.json, "json", false, "print one JSON object as the last line of stdout")
 	fs.BoolVar(&o.keepSchema, "keep-schema", false, "do not drop the benchmark schema")

@@ -329,6 +329,9 @@ func startPostrelay(ctx context.Context, o options, pub message.Publisher) (*run
 	if o.pollInterval > 0 {
 		cfg.PollInterval = o.pollInterval
 	}
+	if o.tailInterval > 0 {
+		cfg.TailInterval = o.tailInterval
+	}
 	eng, err := engine.New(relayPool, pub, cfg)
 	if err != nil {
 		return fail(err)
