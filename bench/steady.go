@@ -362,6 +362,9 @@ func startPostrelay(ctx context.Context, o options, pub message.Publisher) (*run
 	}()
 	wcfg := cfg
 	wcfg.DisableNotify = os.Getenv("BENCH_NO_NOTIFY") != "" // diagnosis only: the relay then waits for its poll
+	if v := os.Getenv("BENCH_NOTIFY_INTERVAL"); v != "" {
+		wcfg.NotifyInterval, _ = time.ParseDuration(v)
+	}
 	w := engine.NewWriter(wcfg)
 	return &runningSystem{
 		write: func(ctx context.Context, tx pgx.Tx, id string, seq int, payload []byte) error {
