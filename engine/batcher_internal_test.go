@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -112,23 +113,8 @@ func TestGroupLoneRequestAndCancelledCaller(t *testing.T) {
 // period first, so requests arriving meanwhile share its statement.
 func TestGroupLingersOnlyWhenBusy(t *testing.T) {
 	t.Parallel()
-	var mu sync.Mutex
-	var sizes []int
-	newGroup := func(linger time.Duration) *group[int, int] {
-		return &group[int, int]{
-			slots:  1,
-			linger: linger,
-			take:   func(_ int, q []*call[int, int]) int { return len(q) },
-			run: func(_ context.Context, calls []*call[int, int]) {
-				mu.Lock()
-				sizes = append(sizes, len(calls))
-				mu.Unlock()
-				for _, c := range calls {
-					c.res = c.req
-				}
-			},
-		}
-	}
+	var log sizeLog
+	newGroup := func(linger time.Duration) *group[int, int] { return echoGroup(1, linger, &log) }
 
 	idle := newGroup(time.Hour)
 	done := make(chan int, 1)
@@ -145,9 +131,7 @@ func TestGroupLingersOnlyWhenBusy(t *testing.T) {
 
 	busy := newGroup(time.Second)
 	busy.lastStart = time.Now() // a statement just started: busy
-	mu.Lock()
-	sizes = nil
-	mu.Unlock()
+	log.reset()
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		res, err := busy.do(context.Background(), 0)
@@ -174,9 +158,48 @@ func TestGroupLingersOnlyWhenBusy(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	mu.Lock()
-	defer mu.Unlock()
-	require.Equal(t, []int{4}, sizes, "the requests that came during the linger did not share the statement")
+	require.Equal(t, []int{4}, log.get(), "the requests that came during the linger did not share the statement")
+}
+
+// sizeLog records how many calls each statement of an echoGroup served.
+type sizeLog struct {
+	mu    sync.Mutex
+	sizes []int
+}
+
+func (l *sizeLog) add(n int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.sizes = append(l.sizes, n)
+}
+
+func (l *sizeLog) get() []int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.sizes)
+}
+
+func (l *sizeLog) reset() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.sizes = nil
+}
+
+// echoGroup is a group whose statements answer every call with its
+// request and log their sizes.
+func echoGroup(slots int, linger time.Duration, log *sizeLog) *group[int, int] {
+	return &group[int, int]{
+		slots:  slots,
+		linger: linger,
+		ctx:    context.Background(),
+		take:   func(_ int, q []*call[int, int]) int { return len(q) },
+		run: func(_ context.Context, calls []*call[int, int]) {
+			log.add(len(calls))
+			for _, c := range calls {
+				c.res = c.req
+			}
+		},
+	}
 }
 
 // A fetch cut short because the engine is stopping reports ErrShutdown (the
@@ -198,22 +221,8 @@ func TestFetchCancelledByShutdownReportsIt(t *testing.T) {
 // member that never arrives costs the leader the linger, nothing more.
 func TestGroupGathersACohortIntoOneStatement(t *testing.T) {
 	t.Parallel()
-	var mu sync.Mutex
-	var sizes []int
-	g := &group[int, int]{
-		slots:  2,
-		linger: 10 * time.Second, // only the cohort's arrival ends the wait
-		ctx:    context.Background(),
-		take:   func(_ int, q []*call[int, int]) int { return len(q) },
-		run: func(_ context.Context, calls []*call[int, int]) {
-			mu.Lock()
-			sizes = append(sizes, len(calls))
-			mu.Unlock()
-			for _, c := range calls {
-				c.res = c.req
-			}
-		},
-	}
+	var log sizeLog
+	g := echoGroup(2, 10*time.Second, &log) // only the cohort's arrival ends the wait
 	const members = 5
 	coh := newCohort(members)
 	var wg sync.WaitGroup
@@ -225,12 +234,12 @@ func TestGroupGathersACohortIntoOneStatement(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	require.Equal(t, []int{members}, sizes, "one statement for the whole cohort")
+	require.Equal(t, []int{members}, log.get(), "one statement for the whole cohort")
 
 	// A cohort one of whose members never arrives: the leader goes after
 	// the linger with those that came.
 	g.linger = 20 * time.Millisecond
-	sizes = nil
+	log.reset()
 	short := newCohort(3)
 	for i := range 2 {
 		wg.Go(func() {
@@ -239,5 +248,5 @@ func TestGroupGathersACohortIntoOneStatement(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	require.Equal(t, []int{2}, sizes)
+	require.Equal(t, []int{2}, log.get())
 }

@@ -26,8 +26,10 @@ import (
 // Every integer is fixed width so that SQL can write and read the format
 // (int8send/int4send; the migration from version 5 and the
 // history_records function), and records can be appended to a batch
-// without re-encoding it. lz4 (where the server has it) compresses the
-// fixed-width fields' zero bytes away.
+// without re-encoding it. The column is lz4-compressed where the server
+// has lz4: a drain of bench drain's 200,000 records (72-byte payloads,
+// about 170 bytes each encoded) left 7 MB of history values, 35 bytes a
+// record.
 const historyFormat = 1
 
 // historyRecord is one record of a history batch.

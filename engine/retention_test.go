@@ -11,6 +11,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/postrelay/postrelay/engine"
@@ -19,12 +20,30 @@ import (
 
 func historyPartitions(t *testing.T, b *bundle) []string {
 	t.Helper()
-	rows, err := b.pool.Query(context.Background(), `SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-		WHERE i.inhparent = $1::regclass ORDER BY 1`, pgx.Identifier{b.cfg.Schema, "history"}.Sanitize())
+	return historyPartitionsOf(t, b.pool, b.cfg.Schema)
+}
+
+// historyPartitionsOf lists the day partitions of schema's history table.
+func historyPartitionsOf(t *testing.T, pool *pgxpool.Pool, schema string) []string {
+	t.Helper()
+	rows, err := pool.Query(context.Background(), `SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+		WHERE i.inhparent = $1::regclass ORDER BY 1`, pgx.Identifier{schema, "history"}.Sanitize())
 	require.NoError(t, err)
 	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	require.NoError(t, err)
 	return names
+}
+
+// retainedBundle is setup with Retention (a day) and today's history
+// partitions made.
+func retainedBundle(t *testing.T) (*bundle, engine.Config) {
+	t.Helper()
+	b := setup(t)
+	cfg := b.cfg
+	cfg.Retention = 24 * time.Hour
+	_, err := engine.MaintainHistory(context.Background(), b.pool, cfg, time.Time{})
+	require.NoError(t, err)
+	return b, cfg
 }
 
 // historyRecords counts the records the history's batches hold.
@@ -267,12 +286,8 @@ func TestReplayRedeliversSelectedRecordsInKeyOrder(t *testing.T) {
 // id.
 func TestReplayMergesOverlappingBatches(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	cfg := b.cfg
-	cfg.Retention = 24 * time.Hour
+	b, cfg := retainedBundle(t)
 	ctx := context.Background()
-	_, err := engine.MaintainHistory(ctx, b.pool, cfg, time.Time{})
-	require.NoError(t, err)
 	var base time.Time
 	require.NoError(t, b.pool.QueryRow(ctx, "SELECT date_trunc('second', now()) - interval '1 hour'").Scan(&base))
 	batches := []struct {
@@ -351,12 +366,8 @@ func TestReplayMergesOverlappingBatches(t *testing.T) {
 // first id.
 func TestReplayStopsAtABadBatch(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	cfg := b.cfg
-	cfg.Retention = 24 * time.Hour
+	b, cfg := retainedBundle(t)
 	ctx := context.Background()
-	_, err := engine.MaintainHistory(ctx, b.pool, cfg, time.Time{})
-	require.NoError(t, err)
 	var now time.Time
 	require.NoError(t, b.pool.QueryRow(ctx, "SELECT now()").Scan(&now))
 	rec := func(id int64) engine.HistoryRecord {

@@ -711,9 +711,9 @@ func (c *completion) encodeHistory(p int, batch []fetched) {
 		}
 		h.records = appendHistoryRecord(h.records, r.id, p, r.createdAt, r.key, r.topic, r.messageID, r.mdText, r.payload)
 		if h.n == 0 {
-			h.firstID, h.lastID, h.minCreated, h.maxCreated = r.id, r.id, r.createdAt, r.createdAt
+			h.firstID, h.minCreated, h.maxCreated = r.id, r.createdAt, r.createdAt
 		}
-		h.firstID, h.lastID = min(h.firstID, r.id), max(h.lastID, r.id)
+		h.lastID = r.id // batch is in id order
 		if r.createdAt.Before(h.minCreated) {
 			h.minCreated = r.createdAt
 		}
