@@ -119,20 +119,75 @@ func backendCPU(ctx context.Context, pool *pgxpool.Pool) map[int]time.Duration {
 		return out
 	}
 	for _, pid := range pids {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		out[int(pid)] = procCPU(int(pid))
+	}
+	return out
+}
+
+// procCPU is the user and system CPU time of process pid, read from /proc
+// (0 if it is gone).
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name (which may hold spaces): state is the
+	// first, utime the 12th, stime the 13th.
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(u+st) * time.Second / clockTicks
+}
+
+// postgresCPU is the CPU time of every process named postgres on this
+// machine (each PostgreSQL backend and background process), by pid.
+func postgresCPU() map[int]time.Duration {
+	out := map[int]time.Duration{}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return out
+	}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
-		// Fields after the command name (which may hold spaces): state is
-		// the first, utime the 12th, stime the 13th.
-		s := string(b)
-		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		if len(f) < 13 {
+		if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); err != nil || strings.TrimSpace(string(comm)) != "postgres" {
 			continue
 		}
-		u, _ := strconv.ParseInt(f[11], 10, 64)
-		st, _ := strconv.ParseInt(f[12], 10, 64)
-		out[int(pid)] = time.Duration(u+st) * time.Second / clockTicks
+		out[pid] = procCPU(pid)
 	}
 	return out
+}
+
+// cpuSplit divides a drain's machine CPU between the relay processes,
+// PostgreSQL's processes and everything else (this program included).
+type cpuSplit struct {
+	relayPIDs []int
+	relay     time.Duration
+	postgres  map[int]time.Duration
+}
+
+func startCPUSplit(relayPIDs []int) *cpuSplit {
+	s := &cpuSplit{relayPIDs: relayPIDs, postgres: postgresCPU()}
+	for _, pid := range relayPIDs {
+		s.relay += procCPU(pid)
+	}
+	return s
+}
+
+// since returns the relays' and PostgreSQL's CPU since the first reading.
+func (s *cpuSplit) since() (relay, postgres time.Duration) {
+	for _, pid := range s.relayPIDs {
+		relay += procCPU(pid)
+	}
+	relay -= s.relay
+	for pid, t := range postgresCPU() {
+		postgres += t - s.postgres[pid] // a process started since counts from 0
+	}
+	return relay, postgres
 }

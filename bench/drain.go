@@ -29,8 +29,11 @@ type DrainResult struct {
 	Seconds        float64 `json:"seconds"`
 	RecordsPerSec  float64 `json:"records_per_sec"`
 	PeakRSSMB      float64 `json:"peak_rss_mb"`
-	// Machine CPU (every process) per record during the timed window.
-	CPUPerRecordUS float64 `json:"cpu_us_per_record"`
+	// Machine CPU (every process) per record during the timed window, and
+	// of that the relay processes' and PostgreSQL's processes'.
+	CPUPerRecordUS      float64 `json:"cpu_us_per_record"`
+	RelayCPUPerRecordUS float64 `json:"relay_cpu_us_per_record"`
+	PGCPUPerRecordUS    float64 `json:"postgres_cpu_us_per_record"`
 	// The forwarder's drain, when it ran.
 	Baseline          string  `json:"baseline,omitempty"`
 	BaselineSeconds   float64 `json:"baseline_seconds,omitempty"`
@@ -53,7 +56,10 @@ type DrainMedian struct {
 	MinRecordsPerSec float64 `json:"min_records_per_sec"`
 	MaxRecordsPerSec float64 `json:"max_records_per_sec"`
 	CPUPerRecordUS   float64 `json:"cpu_us_per_record"`
-	VersusPostrelay  float64 `json:"versus_postrelay"` // median rec/s over postrelay's, - 1
+	// postrelay's medians: the relay processes' and PostgreSQL's share.
+	RelayCPUPerRecordUS float64 `json:"relay_cpu_us_per_record,omitempty"`
+	PGCPUPerRecordUS    float64 `json:"postgres_cpu_us_per_record,omitempty"`
+	VersusPostrelay     float64 `json:"versus_postrelay"` // median rec/s over postrelay's, - 1
 }
 
 // BaselineDrain is one baseline system's drain of the same records.
@@ -63,6 +69,9 @@ type BaselineDrain struct {
 	Seconds        float64 `json:"seconds"`
 	RecordsPerSec  float64 `json:"records_per_sec"`
 	CPUPerRecordUS float64 `json:"cpu_us_per_record"`
+	// postrelay's: the relay processes' and PostgreSQL's share.
+	RelayCPUPerRecordUS float64 `json:"relay_cpu_us_per_record,omitempty"`
+	PGCPUPerRecordUS    float64 `json:"postgres_cpu_us_per_record,omitempty"`
 	// postrelay's rate over this one's.
 	Ratio float64 `json:"ratio"`
 }
@@ -89,6 +98,7 @@ func baselineDrain(ctx context.Context, pool *pgxpool.Pool, o options, sys strin
 		var r *DrainResult
 		if r, err = drainOnce(ctx, pool, ro, 1, out); err == nil {
 			b.Seconds, b.CPUPerRecordUS = r.Seconds, r.CPUPerRecordUS
+			b.RelayCPUPerRecordUS, b.PGCPUPerRecordUS = r.RelayCPUPerRecordUS, r.PGCPUPerRecordUS
 		}
 	default:
 		err = fmt.Errorf("unknown system %q", sys)
@@ -207,29 +217,36 @@ func drainRounds(ctx context.Context, pool *pgxpool.Pool, o options, n int, base
 				res.Catalogs = o.catalogs
 			}
 			runs = append(runs, BaselineDrain{System: sys, Records: r.Records, Seconds: r.Seconds,
-				RecordsPerSec: r.RecordsPerSec, CPUPerRecordUS: r.CPUPerRecordUS})
+				RecordsPerSec: r.RecordsPerSec, CPUPerRecordUS: r.CPUPerRecordUS,
+				RelayCPUPerRecordUS: r.RelayCPUPerRecordUS, PGCPUPerRecordUS: r.PGCPUPerRecordUS})
 		}
 		res.Rounds = append(res.Rounds, runs)
 	}
 	var base float64
 	for _, sys := range systems {
-		var rates, cpus []float64
+		var rates, cpus, relayCPUs, pgCPUs []float64
 		for _, runs := range res.Rounds {
 			for _, b := range runs {
 				if b.System == sys {
 					rates, cpus = append(rates, b.RecordsPerSec), append(cpus, b.CPUPerRecordUS)
+					relayCPUs, pgCPUs = append(relayCPUs, b.RelayCPUPerRecordUS), append(pgCPUs, b.PGCPUPerRecordUS)
 				}
 			}
 		}
 		m := DrainMedian{System: sys, RecordsPerSec: median(rates), MinRecordsPerSec: slices.Min(rates),
-			MaxRecordsPerSec: slices.Max(rates), CPUPerRecordUS: median(cpus)}
+			MaxRecordsPerSec: slices.Max(rates), CPUPerRecordUS: median(cpus),
+			RelayCPUPerRecordUS: median(relayCPUs), PGCPUPerRecordUS: median(pgCPUs)}
 		if sys == "postrelay" {
 			base = m.RecordsPerSec
 		}
 		m.VersusPostrelay = m.RecordsPerSec/base - 1
 		res.Medians = append(res.Medians, m)
-		fmt.Fprintf(out, "median of %d rounds %-22s %10.0f rec/s [%.0f–%.0f]  machine CPU %.1f µs/record  %+.1f %% vs postrelay\n",
-			o.rounds, sys, m.RecordsPerSec, m.MinRecordsPerSec, m.MaxRecordsPerSec, m.CPUPerRecordUS, 100*m.VersusPostrelay)
+		split := ""
+		if m.RelayCPUPerRecordUS > 0 {
+			split = fmt.Sprintf(" (relays %.1f, PostgreSQL %.1f)", m.RelayCPUPerRecordUS, m.PGCPUPerRecordUS)
+		}
+		fmt.Fprintf(out, "median of %d rounds %-22s %10.0f rec/s [%.0f–%.0f]  machine CPU %.1f µs/record%s  %+.1f %% vs postrelay\n",
+			o.rounds, sys, m.RecordsPerSec, m.MinRecordsPerSec, m.MaxRecordsPerSec, m.CPUPerRecordUS, split, 100*m.VersusPostrelay)
 	}
 	return res, nil
 }
@@ -306,12 +323,18 @@ func drainWith(ctx context.Context, pool *pgxpool.Pool, o options, n int, out io
 		}
 		return nil, err
 	}
+	pids := make([]int, len(procs))
+	for i, p := range procs {
+		pids[i] = p.cmd.Process.Pid
+	}
+	split := startCPUSplit(pids)
 	start, cpu0 := time.Now(), machineCPU()
 	if obs != nil {
 		obs.begin()
 	}
 	end, err := waitDrained(ctx, pool, cfg, lastP, lastID, n, start, out)
 	cpu := machineCPU() - cpu0
+	relayCPU, pgCPU := split.since()
 	if obs != nil {
 		err = errors.Join(err, obs.stop())
 	}
@@ -323,10 +346,13 @@ func drainWith(ctx context.Context, pool *pgxpool.Pool, o options, n int, out io
 		Scenario: "drain", Records: o.records, Keys: o.keys, Partitions: o.partitions, Instances: n,
 		PublishDelayMS: float64(o.publishDelay) / float64(time.Millisecond), Concurrency: o.concurrency, Tracing: o.tracing,
 		Seconds: secs, RecordsPerSec: float64(o.records) / secs, PeakRSSMB: peakRSSMB(procs),
-		CPUPerRecordUS: cpuPerRecordUS(cpu, o.records),
+		CPUPerRecordUS:      cpuPerRecordUS(cpu, o.records),
+		RelayCPUPerRecordUS: cpuPerRecordUS(relayCPU, o.records),
+		PGCPUPerRecordUS:    cpuPerRecordUS(pgCPU, o.records),
 	}
-	fmt.Fprintf(out, "%-28s %10d records %8.2fs %10.0f rec/s  peak RSS %.0f MB  machine CPU %.1f µs/record\n",
-		fmt.Sprintf("postrelay, %d relay(s)", n), o.records, secs, res.RecordsPerSec, res.PeakRSSMB, res.CPUPerRecordUS)
+	fmt.Fprintf(out, "%-28s %10d records %8.2fs %10.0f rec/s  peak RSS %.0f MB  machine CPU %.1f µs/record (relays %.1f, PostgreSQL %.1f)\n",
+		fmt.Sprintf("postrelay, %d relay(s)", n), o.records, secs, res.RecordsPerSec, res.PeakRSSMB, res.CPUPerRecordUS,
+		res.RelayCPUPerRecordUS, res.PGCPUPerRecordUS)
 	return res, nil
 }
 
