@@ -38,7 +38,7 @@ func NewPublisher(ctx context.Context, cfg Config) (message.Publisher, error) {
 	}
 	p, _ := parseURL(cfg.URL)
 	cfg.Logger = redactingLogger(cfg.Logger)
-	logger := watermill.NewSlogLogger(cfg.Logger)
+	logger := newWatermillLogger(cfg.Logger)
 	wrap := func(what string, err error) error {
 		return &redactedError{
 			msg: fmt.Sprintf("adapters: open %s publisher for %s: %s", what, Redact(cfg.URL), RedactError(err)),
@@ -124,7 +124,7 @@ func NewMemory(cfg Config) *Memory {
 		GoChannel: gochannel.NewGoChannel(gochannel.Config{
 			OutputChannelBuffer:            cfg.Memory.OutputBuffer,
 			BlockPublishUntilSubscriberAck: true,
-		}, watermill.NewSlogLogger(cfg.Logger)),
+		}, newWatermillLogger(cfg.Logger)),
 		print: cfg.Memory.Print,
 		log:   cfg.Logger,
 	}
