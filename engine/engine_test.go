@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/postrelay/postrelay/engine"
+	"github.com/postrelay/postrelay/internal/pgtest"
 	"github.com/postrelay/postrelay/internal/recorder"
 )
 
@@ -435,4 +436,72 @@ func TestPublishConcurrencyIsBoundedByMaxInFlight(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestPublishTimeoutEndsAHangingAttemptAndTheNextAttemptsRunLive(t *testing.T) {
+	t.Parallel()
+	// One partition, whose actor publishes in id order on its own
+	// goroutine: the records after the hanging one are published by the
+	// goroutine whose attempt timed out.
+	pool, schema := pgtest.FreshSchema(t)
+	cfg := fastConfig(schema)
+	cfg.Partitions, cfg.PublishConcurrency = 1, 1
+	require.NoError(t, engine.Migrate(context.Background(), pool, cfg))
+	b := &bundle{pool: pool, cfg: cfg, writer: engine.NewWriter(cfg), pub: recorder.New()}
+	cfg.PublishTimeout = 200 * time.Millisecond
+	cfg.RetryInitial, cfg.RetryMax, cfg.RetryJitter = 50*time.Millisecond, 50*time.Millisecond, engine.NoJitter
+	var mu sync.Mutex
+	hung := false
+	var hangErr error
+	var hangFor time.Duration
+	var deadAtPublish []string // records whose context was done when their Publish began
+	b.pub.SetFail(func(_ string, m *message.Message) error {
+		ctx := m.Context()
+		if ctx.Err() != nil {
+			mu.Lock()
+			deadAtPublish = append(deadAtPublish, string(m.Payload))
+			mu.Unlock()
+		}
+		if string(m.Payload) != "hang" {
+			return nil
+		}
+		mu.Lock()
+		first := !hung
+		hung = true
+		mu.Unlock()
+		if !first {
+			return nil
+		}
+		d, ok := ctx.Deadline()
+		require.True(t, ok, "the message context carries the attempt's deadline")
+		started := time.Now()
+		select {
+		case <-ctx.Done():
+		case <-time.After(10 * time.Second):
+		}
+		mu.Lock()
+		hangErr, hangFor = ctx.Err(), time.Since(started)
+		mu.Unlock()
+		require.WithinDuration(t, started.Add(cfg.PublishTimeout), d, 100*time.Millisecond)
+		return ctx.Err()
+	})
+	r := start(t, b, cfg, b.pub)
+
+	recs := []engine.Record{{Topic: "t", Key: "a", Payload: []byte("hang"), MessageID: "hang-1"}}
+	for i := range 20 {
+		recs = append(recs, rec("t", fmt.Sprint("k", i%4), i))
+	}
+	writeTx(t, b, true, recs...)
+
+	failed := r.waitEvent(t, 10*time.Second, func(e engine.Event) bool {
+		return e.Kind == engine.EventFailed && e.MessageID == "hang-1"
+	})
+	require.ErrorIs(t, failed.Err, context.DeadlineExceeded)
+	require.NoError(t, b.pub.WaitFor(10*time.Second, func(ds []recorder.Delivery) bool { return len(ds) == len(recs) }))
+
+	mu.Lock()
+	defer mu.Unlock()
+	require.ErrorIs(t, hangErr, context.DeadlineExceeded)
+	require.Less(t, hangFor, 5*time.Second, "the hanging attempt ended at its PublishTimeout")
+	require.Empty(t, deadAtPublish, "attempts after the timed-out one got live contexts")
 }

@@ -475,6 +475,8 @@ func (a *partitionActor) runBatch(ctx context.Context, handed *fetchResult) (bat
 // skipping the later records of a key whose record failed.
 func (a *partitionActor) publishSequential(ctx context.Context, batch []fetched, fetchedAt time.Time) {
 	var blocked map[string]struct{} // keys with a failed record in this batch
+	at := newAttemptTimeouts(ctx, a.d.cfg.publishTimeout)
+	defer at.close()
 	for i := range batch {
 		r := &batch[i]
 		if ctx.Err() != nil {
@@ -487,7 +489,7 @@ func (a *partitionActor) publishSequential(ctx context.Context, batch []fetched,
 		if _, ok := blocked[r.key]; ok {
 			continue // an earlier record of this key failed: keep order
 		}
-		out := a.deliver(ctx, r, fetchedAt)
+		out := a.deliver(ctx, at, r, fetchedAt)
 		a.record(out)
 		if out.ev.Kind != EventDelivered {
 			if blocked == nil {
@@ -536,12 +538,14 @@ func (a *partitionActor) publishLanes(ctx context.Context, batch []fetched, lane
 	var wg sync.WaitGroup
 	for range min(a.d.cfg.publishConcurrency, len(lanes)) {
 		wg.Go(func() {
+			at := newAttemptTimeouts(ctx, a.d.cfg.publishTimeout)
+			defer at.close()
 			for lane := range work {
 				for _, i := range lane {
 					if ctx.Err() != nil || !valid() {
 						break
 					}
-					out := a.deliver(ctx, &batch[i], fetchedAt)
+					out := a.deliver(ctx, at, &batch[i], fetchedAt)
 					mu.Lock()
 					a.record(out)
 					mu.Unlock()
@@ -595,9 +599,10 @@ func (a *partitionActor) record(o outcome) {
 	a.pending = append(a.pending, o.ev)
 }
 
-// deliver publishes one record and returns the outcome. It is safe to call
-// from several goroutines for records of different keys.
-func (a *partitionActor) deliver(ctx context.Context, r *fetched, fetchedAt time.Time) outcome {
+// deliver publishes one record and returns the outcome; at gives the
+// attempt its context (each publishing goroutine has its own). It is safe
+// to call from several goroutines for records of different keys.
+func (a *partitionActor) deliver(ctx context.Context, at *attemptTimeouts, r *fetched, fetchedAt time.Time) outcome {
 	attempt := r.attempts + 1
 	ev := Event{Kind: EventDelivered, Time: time.Now(), Instance: a.d.cfg.instance, Partition: a.p, Epoch: a.st.epoch,
 		RecordID: r.id, Key: r.key, Topic: r.topic, MessageID: r.messageID, Attempt: attempt}
@@ -615,8 +620,8 @@ func (a *partitionActor) deliver(ctx context.Context, r *fetched, fetchedAt time
 	msg := message.NewMessage(r.messageID, r.payload)
 	msg.Metadata = md
 
-	pctx, cancel := context.WithTimeout(ctx, a.d.cfg.publishTimeout)
-	defer cancel()
+	pctx := at.start()
+	defer at.end()
 	var finish AttemptFinisher
 	if obs := a.d.cfg.observer; obs != nil {
 		pctx, finish = obs.StartAttempt(pctx, Attempt{
