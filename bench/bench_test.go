@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -265,4 +267,22 @@ func TestInboxScenarioRunsEndToEnd(t *testing.T) {
 	require.LessOrEqual(t, r.CallP99UsDuringPurge, r.CallMaxUsDuringPurge)
 	require.Positive(t, r.WaitsBeforePurge.Samples)
 	require.Positive(t, r.WaitsDuringPurge.Samples)
+}
+
+// The drain's CPU split reads the relay processes' and PostgreSQL's
+// processes' CPU from /proc: this process stands in for a relay.
+func TestCPUSplitSeesTheRelayAndPostgreSQL(t *testing.T) {
+	pool := pgtest.Pool(t)
+	split := startCPUSplit([]int{os.Getpid()})
+
+	// Work in PostgreSQL (a backend) and here (the "relay"), 100 ms or
+	// more each: the split must see both.
+	var n int64
+	require.NoError(t, pool.QueryRow(context.Background(), "SELECT count(*) FROM generate_series(1, 5000000)").Scan(&n))
+	for start := time.Now(); time.Since(start) < 100*time.Millisecond; {
+		n += int64(len(strconv.Itoa(int(n))))
+	}
+	relay, postgres := split.since()
+	require.Greater(t, relay, 50*time.Millisecond, "this process's CPU")
+	require.Greater(t, postgres, 20*time.Millisecond, "the backend that counted")
 }
