@@ -149,6 +149,15 @@ func TestSharedStatementsFencePerPartition(t *testing.T) {
 			require.Less(t, r.batch[i-1].id, r.batch[i].id, "id order within a partition")
 		}
 	}
+	for i, r := range out {
+		require.Equal(t, len(r.batch), cap(r.batch), "a batch's slice is exactly its size")
+		for j, f := range r.batch {
+			require.Equal(t, []string{keyA, keyB}[i], f.key)
+			require.Equal(t, []byte{byte(j)}, f.payload, "each record keeps its own values")
+			require.Equal(t, "{}", f.mdText)
+			require.NotNil(t, f.metadata)
+		}
+	}
 
 	// Partition B is taken over by another instance (its lease expired).
 	_, err = pool.Exec(ctx, "UPDATE "+pgx.Identifier{schema, "partitions"}.Sanitize()+" SET lease_until = now() - interval '1 second' WHERE partition = $1", pB)

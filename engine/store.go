@@ -613,42 +613,94 @@ func fetchArgs(reqs []fetchReq, out []fetchResult) (ps, lims []int32) {
 // scanFetch reads a fetch statement's rows into out (out[i] is reqs[i]'s
 // share). A row of partition -1 carries the highest id a tail fetch saw,
 // returned as maxID.
+//
+// The rows are read into a pooled scratch slice through one set of scan
+// targets, then each partition's share is copied into a slice of exactly
+// its size: a steady-state batch of two records does not hold a slice
+// sized for the fetch limit, no batch shares a backing array that would
+// keep another partition's payloads alive, and a row costs no allocations
+// beyond its values (scanning into a fresh variable per row moved five of
+// them to the heap, and the scan's argument list with them).
 func scanFetch(rows pgx.Rows, reqs []fetchReq, out []fetchResult) (maxID int64, err error) {
 	defer rows.Close()
 	at := make(map[int]int, len(reqs))
 	for i, r := range reqs {
 		at[r.p] = i
 	}
+	sc := fetchScratchPool.Get().(*fetchScratch)
+	defer sc.release()
+	counts := make([]int, len(reqs))
+	var (
+		cur         fetched
+		p, attempts int32
+		md          string
+		sec         float64
+	)
+	dest := []any{&p, &cur.id, &cur.key, &cur.topic, &cur.messageID, &cur.payload, &md, &attempts, &cur.createdAt, &sec}
 	for rows.Next() {
-		var f fetched
-		var p, attempts int32
-		var md string
-		var sec float64
-		if err := rows.Scan(&p, &f.id, &f.key, &f.topic, &f.messageID, &f.payload, &md, &attempts, &f.createdAt, &sec); err != nil {
+		cur = fetched{}
+		if err := rows.Scan(dest...); err != nil {
 			return 0, err
 		}
 		if p == -1 {
-			maxID = f.id
+			maxID = cur.id
 			continue
 		}
 		i, ok := at[int(p)]
 		if !ok {
 			return 0, fmt.Errorf("postrelay: fetch returned partition %d, which was not asked for", p)
 		}
-		if f.id == 0 { // the partition's held-records summary
+		if cur.id == 0 { // the partition's held-records summary
 			out[i].nextHeld, out[i].hasHeld = time.Duration(sec*float64(time.Second)), true
 			continue
 		}
-		f.attempts = int(attempts)
-		f.age = time.Duration(sec * float64(time.Second))
-		f.mdText = md
-		f.metadata, f.mdErr = DecodeMetadata([]byte(md))
-		if out[i].batch == nil {
-			out[i].batch = make([]fetched, 0, min(reqs[i].limit, 256))
+		cur.attempts = int(attempts)
+		cur.age = time.Duration(sec * float64(time.Second))
+		cur.mdText = md
+		if md == "{}" { // most records: no conversion to decode
+			cur.metadata = make(map[string]string, 4)
+		} else {
+			cur.metadata, cur.mdErr = DecodeMetadata([]byte(md))
 		}
-		out[i].batch = append(out[i].batch, f)
+		sc.rows = append(sc.rows, cur)
+		sc.at = append(sc.at, i)
+		counts[i]++
 	}
-	return maxID, rows.Err()
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	for i, n := range counts {
+		if n > 0 {
+			out[i].batch = make([]fetched, 0, n)
+		}
+	}
+	for k := range sc.rows {
+		i := sc.at[k]
+		out[i].batch = append(out[i].batch, sc.rows[k])
+	}
+	return maxID, nil
+}
+
+// fetchScratch holds a fetch's rows while scanFetch reads them; rows[k]
+// belongs to out[at[k]].
+type fetchScratch struct {
+	rows []fetched
+	at   []int
+}
+
+var fetchScratchPool = sync.Pool{New: func() any { return new(fetchScratch) }}
+
+// release empties the scratch (dropping its references to the records'
+// values) and returns it to the pool; one that grew past what a shared
+// fetch returns (a single partition's fetch is not bounded by that) is let
+// go instead.
+func (sc *fetchScratch) release() {
+	if cap(sc.rows) > 2*batcherMaxRows {
+		return
+	}
+	clear(sc.rows)
+	sc.rows, sc.at = sc.rows[:0], sc.at[:0]
+	fetchScratchPool.Put(sc)
 }
 
 // fetchOne is fetch for one partition.
