@@ -317,6 +317,7 @@ func openDeliveryPool(ctx context.Context, pool *pgxpool.Pool, o deliveryPoolOpt
 				return err
 			}
 		}
+		registerIntArrays(conn.TypeMap())
 		if o.transaction {
 			return nil
 		}
