@@ -317,7 +317,6 @@ func openDeliveryPool(ctx context.Context, pool *pgxpool.Pool, o deliveryPoolOpt
 				return err
 			}
 		}
-		registerIntArrays(conn.TypeMap())
 		if o.transaction {
 			return nil
 		}
