@@ -32,8 +32,8 @@ type DrainResult struct {
 	// Machine CPU (every process) per record during the timed window, and
 	// of that the relay processes' and PostgreSQL's processes'.
 	CPUPerRecordUS      float64 `json:"cpu_us_per_record"`
-	RelayCPUPerRecordUS float64 `json:"relay_cpu_us_per_record"`
-	PGCPUPerRecordUS    float64 `json:"postgres_cpu_us_per_record"`
+	RelayCPUPerRecordUS float64 `json:"relay_cpu_us_per_record,omitempty"`
+	PGCPUPerRecordUS    float64 `json:"postgres_cpu_us_per_record,omitempty"`
 	// The forwarder's drain, when it ran.
 	Baseline          string  `json:"baseline,omitempty"`
 	BaselineSeconds   float64 `json:"baseline_seconds,omitempty"`
