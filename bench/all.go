@@ -69,7 +69,7 @@ func runAll(ctx context.Context, o options, out io.Writer) (*AllResult, error) {
 		for _, tr := range []string{"off", "on"} {
 			step(fmt.Sprintf("drain, tracing %s (pair %d of %d)", tr, i+1, tracingPairs))
 			d = o
-			d.tracing, d.baseline = tr, ""
+			d.tracing, d.baseline, d.rounds = tr, "", 1
 			r, err := runDrain(ctx, d, out)
 			if err != nil {
 				return nil, err
@@ -89,7 +89,7 @@ func runAll(ctx context.Context, o options, out io.Writer) (*AllResult, error) {
 	fmt.Fprintf(out, "tracing cost by medians: off %.0f, on %.0f rec/s: %.1f %%\n", offMed, onMed, res.TracingCostPc)
 	step("drain, 1 ms publish delay, with the baselines (20,000 records for each baseline)")
 	d = o
-	d.publishDelay, d.baseline = time.Millisecond, ""
+	d.publishDelay, d.baseline, d.rounds = time.Millisecond, "", 1
 	if res.DrainDelay, err = runDrain(ctx, d, out); err != nil {
 		return nil, err
 	}
@@ -108,7 +108,7 @@ func runAll(ctx context.Context, o options, out io.Writer) (*AllResult, error) {
 	pool.Close()
 	step("drain, 1,000,000 records (peak RSS)")
 	d = o
-	d.records, d.baseline = 1000000, ""
+	d.records, d.baseline, d.rounds = 1000000, "", 1
 	if res.DrainMillion, err = runDrain(ctx, d, out); err != nil {
 		return nil, err
 	}

@@ -221,11 +221,17 @@ func TestResultsMarkdown(t *testing.T) {
 	old := &LatencyResult{TargetRate: 5000, P99MS: 60, Baseline: sysForwarder, BaselineP99MS: 40, P99Ratio: 40.0 / 60}
 	d := &DrainResult{Records: 100, RecordsPerSec: 1000}
 	d.addBaseline(BaselineDrain{System: sysRiver, Records: 100, RecordsPerSec: 200, Ratio: 5})
+	// A drain run in rounds (as bench all runs it) reports its medians.
+	rounds := &DrainResult{Records: 300, Keys: 10, RecordsPerSec: 1, Rounds: make([][]BaselineDrain, 3), Medians: []DrainMedian{
+		{System: "postrelay", RecordsPerSec: 100000, MinRecordsPerSec: 90000, MaxRecordsPerSec: 110000, CPUPerRecordUS: 16},
+		{System: sysRiver, RecordsPerSec: 20000, MinRecordsPerSec: 19000, MaxRecordsPerSec: 21000, CPUPerRecordUS: 110},
+		{System: sysForwarder, RecordsPerSec: 1500, MinRecordsPerSec: 1400, MaxRecordsPerSec: 1600, CPUPerRecordUS: 600},
+	}}
 	r := &AllResult{
 		Date: "2026-12-01", Machine: "test", Baselines: []string{sysRiver, sysForwarder},
 		River:    &riverConfig{MaxWorkers: 2000, FetchCooldown: 2 * time.Millisecond, FetchPollInterval: 20 * time.Millisecond},
 		Catalogs: &CatalogReport{Autovacuum: "off", Before: []CatalogStat{{Name: "pg_class", SizeMB: 2, LiveRows: 400, DeadRows: 5000}}},
-		Drain:    d, DrainDelay: d, DrainMillion: d, DrainTracing: d,
+		Drain:    rounds, DrainDelay: d, DrainMillion: d, DrainTracing: d,
 		Latency1000: lat, Latency5000: old, Scale: &ScaleResult{},
 		Write: &WriteResult{CommitCost: []CommitCostAt{{Rate: 1000, Rounds: 2, Systems: summarize(systems, runs)}}},
 	}
@@ -233,6 +239,9 @@ func TestResultsMarkdown(t *testing.T) {
 	require.Contains(t, md, "`go run ./bench all --baseline river,watermill-forwarder`")
 	require.Contains(t, md, "MaxWorkers 2000, FetchCooldown 2ms, FetchPollInterval 20ms")
 	require.Contains(t, md, "pg_class 2.0 MB, 400 live / 5000 dead rows")
+	require.Contains(t, md, "| drain 300 records, 10 keys, memory broker, 1 relay, medians of 3 alternated rounds | 100000 rec/s [90000–110000] (16.0 µs")
+	require.Contains(t, md, "| 20000 rec/s [19000–21000] (300 records; 110.0 µs machine CPU per record) | 1500 rec/s [1400–1600]")
+	require.Contains(t, md, "| 5.0× River, 66.7× the forwarder |")
 	require.Contains(t, md, "| 200 rec/s (100 records;")
 	require.Contains(t, md, "5.0× River")
 	require.Contains(t, md, "| postrelay | 1000 | 5.0 (4.0–6.0) | 25.0 (20.0–30.0) |")

@@ -67,8 +67,14 @@ func resultsMarkdown(r *AllResult) string {
 	}
 	p("| scenario | postrelay | River | Watermill forwarder | ratio | target |\n|---|---|---|---|---|---|\n")
 	d := r.Drain
-	p("| drain %d records, %d keys, memory broker, 1 relay | %.0f rec/s (%.1f µs machine CPU per record) | %s | %s | %s | ≥ 100,000 rec/s, ≥ 5× |\n",
-		d.Records, d.Keys, d.RecordsPerSec, d.CPUPerRecordUS, drainCell(d, sysRiver), drainCell(d, sysForwarder), drainRatios(d))
+	if m := d.median("postrelay"); m != nil {
+		p("| drain %d records, %d keys, memory broker, 1 relay, medians of %d alternated rounds | %.0f rec/s [%.0f–%.0f] (%.1f µs machine CPU per record) | %s | %s | %s | ≥ 100,000 rec/s, ≥ 5× |\n",
+			d.Records, d.Keys, len(d.Rounds), m.RecordsPerSec, m.MinRecordsPerSec, m.MaxRecordsPerSec, m.CPUPerRecordUS,
+			drainCell(d, sysRiver), drainCell(d, sysForwarder), drainRatios(d))
+	} else {
+		p("| drain %d records, %d keys, memory broker, 1 relay | %.0f rec/s (%.1f µs machine CPU per record) | %s | %s | %s | ≥ 100,000 rec/s, ≥ 5× |\n",
+			d.Records, d.Keys, d.RecordsPerSec, d.CPUPerRecordUS, drainCell(d, sysRiver), drainCell(d, sysForwarder), drainRatios(d))
+	}
 	if len(r.TracingOffRecPerSec) > 0 {
 		p("| the same drain again, tracing off (%d runs) | %s rec/s, median %.0f | | | | |\n",
 			len(r.TracingOffRecPerSec), joinRates(r.TracingOffRecPerSec), median(r.TracingOffRecPerSec))
@@ -217,6 +223,10 @@ func displayName(sys string) string {
 
 // drainCell is one baseline's drain rate, or — if it did not run.
 func drainCell(d *DrainResult, sys string) string {
+	if m := d.median(sys); m != nil {
+		return fmt.Sprintf("%.0f rec/s [%.0f–%.0f] (%d records; %.1f µs machine CPU per record)",
+			m.RecordsPerSec, m.MinRecordsPerSec, m.MaxRecordsPerSec, d.Records, m.CPUPerRecordUS)
+	}
 	for _, b := range d.Baselines {
 		if b.System == sys {
 			return fmt.Sprintf("%.0f rec/s (%d records; %.1f µs machine CPU per record)", b.RecordsPerSec, b.Records, b.CPUPerRecordUS)
@@ -228,9 +238,28 @@ func drainCell(d *DrainResult, sys string) string {
 	return "—"
 }
 
-// drainRatios is postrelay's rate over each baseline's.
+// median is sys's median over a drain's rounds (nil: the drain ran once).
+func (d *DrainResult) median(sys string) *DrainMedian {
+	for i := range d.Medians {
+		if d.Medians[i].System == sys {
+			return &d.Medians[i]
+		}
+	}
+	return nil
+}
+
+// drainRatios is postrelay's rate over each baseline's (by medians when
+// the drain ran in rounds).
 func drainRatios(d *DrainResult) string {
 	var parts []string
+	if pm := d.median("postrelay"); pm != nil {
+		for _, m := range d.Medians {
+			if m.System != "postrelay" && m.RecordsPerSec > 0 {
+				parts = append(parts, fmt.Sprintf("%.1f× %s", pm.RecordsPerSec/m.RecordsPerSec, displayName(m.System)))
+			}
+		}
+		return strings.Join(parts, ", ")
+	}
 	for _, b := range d.Baselines {
 		parts = append(parts, fmt.Sprintf("%.1f× %s", b.Ratio, displayName(b.System)))
 	}
