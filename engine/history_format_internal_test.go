@@ -38,15 +38,6 @@ func encodeHistory(recs []historyRecord) ([]byte, []int) {
 	return b, ends
 }
 
-func decodeAll(b []byte) ([]historyRecord, error) {
-	var recs []historyRecord
-	err := decodeHistory(b, func(r historyRecord) error {
-		recs = append(recs, r)
-		return nil
-	})
-	return recs, err
-}
-
 // Every field of every record comes back as written, in stored order;
 // historyRecordSize is each record's encoded size; decoded strings and
 // payloads do not alias the batch.
@@ -58,7 +49,7 @@ func TestHistoryFormatRoundTrip(t *testing.T) {
 	for i, r := range want {
 		require.Equal(t, ends[i+1]-ends[i], historyRecordSize(r.Key, r.Topic, r.MessageID, r.Metadata, r.Payload), "record %d", i)
 	}
-	got, err := decodeAll(b)
+	got, err := DecodeHistory(b)
 	require.NoError(t, err)
 	require.Equal(t, want, got)
 	for i := range got {
@@ -71,7 +62,7 @@ func TestHistoryFormatRoundTrip(t *testing.T) {
 	require.Equal(t, want, got)
 
 	// A batch of no records is the format byte alone.
-	got, err = decodeAll([]byte{historyFormat})
+	got, err = DecodeHistory([]byte{historyFormat})
 	require.NoError(t, err)
 	require.Empty(t, got)
 
@@ -97,7 +88,7 @@ func TestHistoryFormatRejectsUnknownFormat(t *testing.T) {
 		{append([]byte{2}, good[1:]...), "format 2, want 1"},
 		{[]byte{0xff}, "format 255, want 1"},
 	} {
-		_, err := decodeAll(tc.b)
+		_, err := DecodeHistory(tc.b)
 		require.ErrorContains(t, err, tc.want, "batch % x", tc.b[:min(len(tc.b), 4)])
 	}
 }
@@ -117,7 +108,7 @@ func TestHistoryFormatRejectsTruncatedBatches(t *testing.T) {
 		boundary[e] = i
 	}
 	for n := 0; n < len(b); n++ {
-		got, err := decodeAll(b[:n:n])
+		got, err := DecodeHistory(b[:n:n])
 		if k, ok := boundary[n]; ok {
 			require.NoError(t, err, "cut at record boundary %d", n)
 			require.Len(t, got, k, "cut at %d", n)
@@ -137,7 +128,7 @@ func TestHistoryFormatRejectsTruncatedBatches(t *testing.T) {
 	for _, l := range []uint32{math.MaxUint32, math.MaxInt32, 1 << 31} {
 		one, _ := encodeHistory(want[:1])
 		binary.BigEndian.PutUint32(one[1+20:], l)
-		_, err := decodeAll(one)
+		_, err := DecodeHistory(one)
 		require.Error(t, err, "key length %d", l)
 	}
 }
@@ -151,7 +142,7 @@ func FuzzDecodeHistory(f *testing.F) {
 	f.Add([]byte{})
 	f.Add(b[:len(b)-1])
 	f.Fuzz(func(t *testing.T, b []byte) {
-		recs, err := decodeAll(b)
+		recs, err := DecodeHistory(b)
 		if err != nil {
 			return
 		}

@@ -619,8 +619,9 @@ func fetchArgs(reqs []fetchReq, out []fetchResult) (ps, lims []int32) {
 // its size: a steady-state batch of two records does not hold a slice
 // sized for the fetch limit, no batch shares a backing array that would
 // keep another partition's payloads alive, and a row costs no allocations
-// beyond its values (scanning into a fresh variable per row moved five of
-// them to the heap, and the scan's argument list with them).
+// beyond its values and its metadata's (scanning into a fresh variable per
+// row moved five of them to the heap, and the scan's argument list with
+// them).
 func scanFetch(rows pgx.Rows, reqs []fetchReq, out []fetchResult) (maxID int64, err error) {
 	defer rows.Close()
 	at := make(map[int]int, len(reqs))
@@ -657,11 +658,7 @@ func scanFetch(rows pgx.Rows, reqs []fetchReq, out []fetchResult) (maxID int64, 
 		cur.attempts = int(attempts)
 		cur.age = time.Duration(sec * float64(time.Second))
 		cur.mdText = md
-		if md == "{}" { // most records: no conversion to decode
-			cur.metadata = make(map[string]string, 4)
-		} else {
-			cur.metadata, cur.mdErr = DecodeMetadata([]byte(md))
-		}
+		cur.metadata, cur.mdErr = DecodeMetadata([]byte(md))
 		sc.rows = append(sc.rows, cur)
 		sc.at = append(sc.at, i)
 		counts[i]++
