@@ -162,7 +162,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	td := tailDeps{interval: cfg.TailInterval, limit: min(cfg.BatchSize, tailBatchLimit), store: st, handoffs: hand, waker: actors.NewWaker()}
+	td := tailDeps{interval: cfg.TailInterval, limit: min(cfg.BatchSize, tailBatchLimit), store: st, handoffs: hand, waker: actors.NewWaker(), instance: cfg.InstanceID}
 	root.SpawnFactory(runCtx, "tail", func() actors.Actor { return newTail(td) })
 	// LISTEN needs a session: behind a pooler in transaction mode only
 	// through ListenURL; without it the tail poll alone finds records.

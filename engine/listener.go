@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -74,6 +75,9 @@ type tailDeps struct {
 	handoffs handoffs
 	// waker wakes the tail poll (the listener holds it too).
 	waker *actors.Waker
+	// instance is Config.InstanceID, the owner the lease fence of the
+	// completions the poll carries checks.
+	instance string
 }
 
 // tail fetches, in one statement, the new records of every partition whose
@@ -108,6 +112,7 @@ type tail struct {
 	reqs  []fetchReq
 	hs    []*handoff
 	words []uint64
+	dones []*tailDone
 	out   []fetchResult
 }
 
@@ -179,7 +184,8 @@ func (t *tail) poll(ctx context.Context) (found bool, err error) {
 		}
 		t.started = true
 	}
-	t.reqs, t.hs, t.words = t.reqs[:0], t.hs[:0], t.words[:0]
+	t.reqs, t.hs, t.words, t.dones = t.reqs[:0], t.hs[:0], t.words[:0], t.dones[:0]
+	completing := false
 	for p := range t.d.handoffs {
 		h := t.d.handoffs[p].Load()
 		if h == nil {
@@ -189,6 +195,13 @@ func (t *tail) poll(ctx context.Context) (found bool, err error) {
 			t.reqs = append(t.reqs, fetchReq{p: p, limit: t.d.limit})
 			t.hs = append(t.hs, h)
 			t.words = append(t.words, w)
+			// The delivered batch the actor left for this poll, if any. It
+			// is read after the word: one the actor left in a later
+			// generation fails the claim below, and the actor completes
+			// it itself.
+			d := h.done.Load()
+			t.dones = append(t.dones, d)
+			completing = completing || d != nil
 		}
 	}
 	if len(t.reqs) == 0 {
@@ -198,7 +211,11 @@ func (t *tail) poll(ctx context.Context) (found bool, err error) {
 		t.out = make([]fetchResult, len(t.reqs))
 	}
 	out := t.out[:len(t.reqs)]
-	maxID, err := t.d.store.tailFetch(ctx, max(t.lastMax-tailLookback, 0), t.reqs, out)
+	dones := t.dones
+	if !completing {
+		dones = nil
+	}
+	maxID, held, err := t.d.store.tailFetch(ctx, max(t.lastMax-tailLookback, 0), t.reqs, out, t.d.instance, dones)
 	if err != nil {
 		return false, err
 	}
@@ -208,20 +225,30 @@ func (t *tail) poll(ctx context.Context) (found bool, err error) {
 	// The actors handed a batch complete them together (see cohort).
 	n := 0
 	for i := range t.reqs {
+		if d := t.dones[i]; d != nil {
+			out[i].done = d
+			if !slices.Contains(held, int32(t.reqs[i].p)) {
+				out[i].lost, out[i].batch = true, nil // its lease is gone: so is the batch
+			}
+		}
 		if len(out[i].batch) > 0 {
 			n++
 		}
 	}
 	coh := newCohort(n)
 	for i := range t.reqs {
-		if len(out[i].batch) == 0 {
+		hasBatch := len(out[i].batch) > 0
+		if !hasBatch && out[i].done == nil {
 			continue
 		}
-		out[i].cohort = coh
-		if !t.hs[i].claim(t.words[i], out[i]) {
+		if hasBatch {
+			out[i].cohort = coh
+		}
+		if !t.hs[i].claim(t.words[i], out[i]) && hasBatch {
 			coh.arrive() // the actor took its partition back: not a member
 		}
 		out[i] = fetchResult{}
 	}
+	clear(t.dones)
 	return found, nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -222,6 +223,9 @@ type partitionActor struct {
 	// pending holds the events of the batch in flight; they are applied and
 	// emitted once the batch's completion is committed.
 	pending []Event
+	// deferred is the delivered batch (done, pending) left to the next tail
+	// poll to complete while the actor waits (see tailDone); nil otherwise.
+	deferred *tailDone
 }
 
 func newPartitionActor(d *partitionDeps, p int, epoch int64, mailbox *actors.Mailbox[leaseMsg], waker *actors.Waker) *partitionActor {
@@ -306,10 +310,12 @@ func (a *partitionActor) Serve(ctx context.Context) error {
 		}
 		handed = nil
 		timer.Reset(wait)
+		h.done.Store(a.deferred)
 		h.idle() // from here the tail poll may fetch for this partition
+		stopping := false
 		select {
 		case <-ctx.Done():
-			return nil
+			stopping = true
 		case b := <-h.ch:
 			handed = &b
 		case <-a.waker.C():
@@ -328,7 +334,71 @@ func (a *partitionActor) Serve(ctx context.Context) error {
 			default:
 			}
 		}
+		if a.deferred != nil {
+			h.done.Store(nil)
+			if err := a.settleDeferred(ctx, handed); err != nil {
+				if errors.Is(err, ErrLeaseLost) {
+					log.Warn("postrelay: partition lease lost, stopping without committing", "error", err)
+					a.apply(a.leaseEvent(EventLeaseLost))
+					return lostErr(err)
+				}
+				if ctx.Err() != nil || errors.Is(err, ErrShutdown) {
+					return nil
+				}
+				log.Warn("postrelay: partition batch failed", "error", err)
+				return err
+			}
+		}
+		if stopping {
+			return nil // a graceful stop: what was published is completed
+		}
 	}
+}
+
+// settleDeferred ends the wait of a batch left to the tail poll: if the
+// poll's result handed over carries it, the poll's statement completed it
+// (or found the lease gone); otherwise the actor took its partition back
+// first and completes the batch itself, through the batcher, before it
+// fetches anything (the poll may be completing it at the same time; the
+// second delete of a row finds nothing). Once completed, the outcomes are
+// applied and emitted.
+func (a *partitionActor) settleDeferred(ctx context.Context, handed *fetchResult) error {
+	d := a.deferred
+	a.deferred = nil
+	defer a.clearPending()
+	if handed != nil && handed.done == d {
+		if handed.lost {
+			return fmt.Errorf("%w: partition %d epoch %d", ErrLeaseLost, a.p, d.epoch)
+		}
+	} else {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.d.cfg.stopTimeout)
+		defer cancel()
+		if err := a.d.batch.completeBatch(cctx, a.p, d.epoch, &a.done, nil); err != nil {
+			if errors.Is(err, ErrLeaseLost) {
+				return err
+			}
+			return fmt.Errorf("postrelay: partition %d: complete batch: %w", a.p, err)
+		}
+	}
+	a.committed()
+	return nil
+}
+
+// committed applies and emits the outcomes of the batch whose completion
+// committed: they are facts now.
+func (a *partitionActor) committed() {
+	for _, e := range a.pending {
+		a.apply(e)
+		a.d.emit(e)
+	}
+	a.apply(a.leaseEvent(eventBatchCompleted))
+}
+
+// clearPending drops the batch's events, so that an idle partition holds
+// no records in memory.
+func (a *partitionActor) clearPending() {
+	clear(a.pending[:cap(a.pending)])
+	a.pending = a.pending[:0]
 }
 
 // loadLease rebuilds the lease state from the partitions row: held with
@@ -422,11 +492,12 @@ func (a *partitionActor) runBatch(ctx context.Context, handed *fetchResult) (bat
 	if len(batch) == 0 {
 		return out, nil
 	}
-	// Drop the batch's payloads and events once done, so that an idle
-	// partition holds no records in memory.
+	// Drop the batch's events once done (unless the batch is left to the
+	// tail poll), so that an idle partition holds no records in memory.
 	defer func() {
-		clear(a.pending[:cap(a.pending)])
-		a.pending = a.pending[:0]
+		if a.deferred == nil {
+			a.clearPending()
+		}
 	}()
 	fetchedAt := time.Now()
 	fe := a.leaseEvent(EventBatchFetched)
@@ -449,6 +520,12 @@ func (a *partitionActor) runBatch(ctx context.Context, handed *fetchResult) (bat
 	if a.done.empty() {
 		return out, nil
 	}
+	if handed != nil && !out.full && !a.d.cfg.retention && len(a.done.retryIDs) == 0 && len(a.done.deadIDs) == 0 {
+		// Every record of a batch the tail handed over was delivered: the
+		// next tail poll completes it (see tailDone).
+		a.deferred = &tailDone{epoch: a.st.epoch, ids: slices.Clone(a.done.delivered)}
+		return out, nil
+	}
 	if a.d.cfg.retention {
 		a.done.encodeHistory(a.p, batch)
 	}
@@ -462,12 +539,7 @@ func (a *partitionActor) runBatch(ctx context.Context, handed *fetchResult) (bat
 		}
 		return out, fmt.Errorf("postrelay: partition %d: complete batch: %w", a.p, err)
 	}
-	// Committed: the outcomes are facts now.
-	for _, e := range a.pending {
-		a.apply(e)
-		a.d.emit(e)
-	}
-	a.apply(a.leaseEvent(eventBatchCompleted))
+	a.committed()
 	return out, nil
 }
 

@@ -44,7 +44,7 @@ type store struct {
 
 	sqlHeartbeat, sqlLiveInstances, sqlDeleteInstance, sqlReapInstances string
 	sqlAcquire, sqlRenew, sqlRelease, sqlReleaseAll, sqlReadLease       string
-	sqlFetch, sqlComplete, sqlTailFetch, sqlMaxID                       string
+	sqlFetch, sqlComplete, sqlTailFetch, sqlTailComplete, sqlMaxID      string
 }
 
 func newStore(pool *pgxpool.Pool, cfg Config) *store {
@@ -83,20 +83,11 @@ func newStore(pool *pgxpool.Pool, cfg Config) *store {
 		// Fetch the oldest available records of each requested partition
 		// (see fetchSQL).
 		sqlFetch: fetchSQL(records, `SELECT * FROM unnest($1::int[], $2::int[]) AS q(partition, lim)`),
-		// The tail poll's fetch (see tail.poll): of the partitions in $2
-		// (those whose actors wait for work), the ones with records above
-		// $1 (one probe at the end of each partition's key range, which
-		// reads only what lies above $1) are fetched as sqlFetch does, each
-		// with its limit in $3. One more row (partition -1) carries the
-		// highest id the probes saw, from which the next poll starts.
-		sqlTailFetch: `WITH probe AS MATERIALIZED (
-				SELECT q.partition, q.lim, x.max_id FROM unnest($2::int[], $3::int[]) AS q(partition, lim)
-				CROSS JOIN LATERAL (SELECT max(r.id) AS max_id FROM ` + records + ` r
-				                    WHERE r.partition = q.partition AND r.id > $1) x
-				WHERE x.max_id IS NOT NULL
-			), ` + fetchSQL(records, `SELECT probe.partition, probe.lim FROM probe`)[len("WITH "):] + `
-			UNION ALL
-			SELECT -1, coalesce(max(probe.max_id), 0), '', '', '', ''::bytea, '{}', 0, now(), 0 FROM probe`,
+		// The tail poll's statement, and the same completing the
+		// delivered batches the waiting actors left to it (see
+		// tailFetchSQL).
+		sqlTailFetch:    tailFetchSQL(records, partitions, false),
+		sqlTailComplete: tailFetchSQL(records, partitions, true),
 		// The newest record id (where a tail poll starts): one probe at the
 		// end of each partition's key range (there is no index on id alone).
 		sqlMaxID: `SELECT coalesce(max(x.max_id), 0) FROM ` + partitions + ` p
@@ -151,7 +142,12 @@ func newStore(pool *pgxpool.Pool, cfg Config) *store {
 // whose last column is the seconds until its next held record becomes
 // available, so an idle actor knows when to look again without another
 // query.
-func fetchSQL(records, req string) string {
+func fetchSQL(records, req string) string { return fetchSQLExcluding(records, req, "") }
+
+// fetchSQLExcluding is fetchSQL whose main fetch also applies the predicate
+// exclude (on r), for records a statement deletes itself and must not
+// return.
+func fetchSQLExcluding(records, req, exclude string) string {
 	return `WITH req AS (
 				` + req + `
 			), held AS MATERIALIZED (
@@ -168,13 +164,57 @@ func fetchSQL(records, req string) string {
 				       date_part('epoch', now() - r.created_at)
 				FROM ` + records + ` r
 				WHERE r.partition = req.partition AND (r.available_at IS NULL OR r.available_at <= now())
-				  AND NOT EXISTS (SELECT 1 FROM held h WHERE h.partition = r.partition AND h.key = r.key AND h.first_id < r.id)
+				  AND NOT EXISTS (SELECT 1 FROM held h WHERE h.partition = r.partition AND h.key = r.key AND h.first_id < r.id)` + exclude + `
 				ORDER BY r.id
 				LIMIT req.lim
 			) x
 			UNION ALL
 			SELECT h.partition, 0, '', '', '', ''::bytea, '{}', 0, now(), date_part('epoch', min(h.next_at) - now())
 			FROM held h GROUP BY h.partition`
+}
+
+// tailFetchSQL is the tail poll's statement (see tail.poll): of the
+// partitions in $2 (those whose actors wait for work), the ones with
+// records above $1 (one probe at the end of each partition's key range,
+// which reads only what lies above $1) are fetched as sqlFetch does, each
+// with its limit in $3. One more row (partition -1) carries the highest id
+// the probes saw, from which the next poll starts.
+//
+// With complete, the statement first completes the delivered batches the
+// waiting actors left to the poll, fenced by their leases as sqlComplete
+// is, and a row of partition -2 names each partition whose fence held. Its
+// probes and fetch read the snapshot the statement started with, in which
+// the records it deletes are still there: they skip those ids.
+func tailFetchSQL(records, partitions string, complete bool) string {
+	head, exclude := "WITH ", ""
+	if complete {
+		head = `WITH lease AS (
+				SELECT p.partition FROM ` + partitions + ` p
+				JOIN unnest($4::int[], $5::bigint[]) AS l(partition, epoch) ON p.partition = l.partition
+				WHERE p.epoch = l.epoch AND p.owner = $6 AND p.lease_until > now()
+				ORDER BY p.partition
+				FOR SHARE OF p
+			), done AS (
+				DELETE FROM ` + records + ` r
+				USING unnest($7::int[], $8::bigint[]) AS d(partition, id) JOIN lease ON lease.partition = d.partition
+				WHERE r.partition = d.partition AND r.id = d.id
+			), `
+		exclude = ` AND r.id <> ALL($8::bigint[])`
+	}
+	sql := head + `probe AS MATERIALIZED (
+				SELECT q.partition, q.lim, x.max_id FROM unnest($2::int[], $3::int[]) AS q(partition, lim)
+				CROSS JOIN LATERAL (SELECT max(r.id) AS max_id FROM ` + records + ` r
+				                    WHERE r.partition = q.partition AND r.id > $1` + exclude + `) x
+				WHERE x.max_id IS NOT NULL
+			), ` + fetchSQLExcluding(records, `SELECT probe.partition, probe.lim FROM probe`, exclude)[len("WITH "):] + `
+			UNION ALL
+			SELECT -1, coalesce(max(probe.max_id), 0), '', '', '', ''::bytea, '{}', 0, now(), 0 FROM probe`
+	if complete {
+		sql += `
+			UNION ALL
+			SELECT -2, lease.partition, '', '', '', ''::bytea, '{}', 0, now(), 0 FROM lease`
+	}
+	return sql
 }
 
 // openStore checks that the schema is migrated to this binary's version,
@@ -208,7 +248,7 @@ func openStore(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*store, err
 	}
 	s.hot, err = openDeliveryPool(ctx, pool, deliveryPoolOptions{
 		conns: cfg.DeliveryConns, transaction: cfg.Pooler == PoolerTransaction, logger: cfg.Logger,
-	}, s.sqlFetch, s.sqlComplete, s.sqlTailFetch, s.sqlMaxID)
+	}, s.sqlFetch, s.sqlComplete, s.sqlTailFetch, s.sqlTailComplete, s.sqlMaxID)
 	if err != nil {
 		return nil, err
 	}
@@ -562,6 +602,12 @@ type fetchResult struct {
 	hasHeld  bool
 	// cohort is set on a batch the tail poll handed over (see cohort).
 	cohort *cohort
+	// done is the delivered batch the actor left to the tail poll that
+	// handed this result over, completed by its statement (see tailDone);
+	// lost says its lease fence failed (nothing was written, and batch is
+	// empty).
+	done *tailDone
+	lost bool
 }
 
 // fetch reads the available records of several partitions in one
@@ -572,19 +618,35 @@ func (s *store) fetch(ctx context.Context, reqs []fetchReq, out []fetchResult) e
 	if err != nil {
 		return err
 	}
-	_, err = scanFetch(rows, reqs, out)
+	_, _, err = scanFetch(rows, reqs, out)
 	return err
 }
 
-// tailFetch is the tail poll's fetch (sqlTailFetch): the records of the
-// partitions in reqs that received records with ids above from, as fetch
-// returns them (out[i] is reqs[i]'s share, empty for a partition without
-// new records), and the highest id above from seen in the table (0: none).
-func (s *store) tailFetch(ctx context.Context, from int64, reqs []fetchReq, out []fetchResult) (maxID int64, err error) {
+// tailFetch is the tail poll's statement: the records of the partitions
+// in reqs above from (see tailFetchSQL), into out, and the highest id the
+// probes saw. dones[i], when set, is a delivered batch of reqs[i]'s
+// partition to complete in the same statement, fenced by its lease; held
+// then lists the partitions whose fence held (dones nil: no completions).
+func (s *store) tailFetch(ctx context.Context, from int64, reqs []fetchReq, out []fetchResult, me string, dones []*tailDone) (maxID int64, held []int32, err error) {
 	ps, lims := fetchArgs(reqs, out)
-	rows, err := s.hotQuery(ctx, s.sqlTailFetch, from, ps, lims)
+	var rows pgx.Rows
+	if len(dones) == 0 {
+		rows, err = s.hotQuery(ctx, s.sqlTailFetch, from, ps, lims)
+	} else {
+		var leaseP, doneP []int32
+		var epochs, ids []int64
+		for i, d := range dones {
+			if d == nil {
+				continue
+			}
+			p := int32(reqs[i].p)
+			leaseP, epochs = append(leaseP, p), append(epochs, d.epoch)
+			doneP, ids = appendN(doneP, p, len(d.ids)), append(ids, d.ids...)
+		}
+		rows, err = s.hotQuery(ctx, s.sqlTailComplete, from, ps, lims, leaseP, epochs, me, doneP, ids)
+	}
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	return scanFetch(rows, reqs, out)
 }
@@ -612,7 +674,8 @@ func fetchArgs(reqs []fetchReq, out []fetchResult) (ps, lims []int32) {
 
 // scanFetch reads a fetch statement's rows into out (out[i] is reqs[i]'s
 // share). A row of partition -1 carries the highest id a tail fetch saw,
-// returned as maxID.
+// returned as maxID; each row of partition -2 names in its id a partition
+// whose lease fence held in a completing tail fetch, returned in held.
 //
 // The rows are read into a pooled scratch slice through one set of scan
 // targets, then each partition's share is copied into a slice of exactly
@@ -622,7 +685,7 @@ func fetchArgs(reqs []fetchReq, out []fetchResult) (ps, lims []int32) {
 // beyond its values and its metadata's (scanning into a fresh variable per
 // row moved five of them to the heap, and the scan's argument list with
 // them).
-func scanFetch(rows pgx.Rows, reqs []fetchReq, out []fetchResult) (maxID int64, err error) {
+func scanFetch(rows pgx.Rows, reqs []fetchReq, out []fetchResult) (maxID int64, held []int32, err error) {
 	defer rows.Close()
 	at := make(map[int]int, len(reqs))
 	for i, r := range reqs {
@@ -641,15 +704,19 @@ func scanFetch(rows pgx.Rows, reqs []fetchReq, out []fetchResult) (maxID int64, 
 	for rows.Next() {
 		cur = fetched{}
 		if err := rows.Scan(dest...); err != nil {
-			return 0, err
+			return 0, nil, err
 		}
-		if p == -1 {
+		switch p {
+		case -1:
 			maxID = cur.id
+			continue
+		case -2:
+			held = append(held, int32(cur.id))
 			continue
 		}
 		i, ok := at[int(p)]
 		if !ok {
-			return 0, fmt.Errorf("postrelay: fetch returned partition %d, which was not asked for", p)
+			return 0, nil, fmt.Errorf("postrelay: fetch returned partition %d, which was not asked for", p)
 		}
 		if cur.id == 0 { // the partition's held-records summary
 			out[i].nextHeld, out[i].hasHeld = time.Duration(sec*float64(time.Second)), true
@@ -664,7 +731,7 @@ func scanFetch(rows pgx.Rows, reqs []fetchReq, out []fetchResult) (maxID int64, 
 		counts[i]++
 	}
 	if err := rows.Err(); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	for i, n := range counts {
 		if n > 0 {
@@ -675,7 +742,7 @@ func scanFetch(rows pgx.Rows, reqs []fetchReq, out []fetchResult) (maxID int64, 
 		i := sc.at[k]
 		out[i].batch = append(out[i].batch, sc.rows[k])
 	}
-	return maxID, nil
+	return maxID, held, nil
 }
 
 // fetchScratch holds a fetch's rows while scanFetch reads them; rows[k]
