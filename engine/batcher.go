@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -126,6 +127,14 @@ func (b *batcher) runFetch(ctx context.Context, calls []*call[fetchReq, fetchRes
 }
 
 func (b *batcher) runComplete(ctx context.Context, calls []*call[completeReq, error]) {
+	// In partition order, so that the statement deletes rows in the order
+	// a tail poll completing some of the same batches deletes them (see
+	// tailDone): two statements taking the same row locks in opposite
+	// orders deadlock, and PostgreSQL takes deadlock_timeout (1 s) to
+	// break that.
+	// (A copy: lead signals the callers by their places in calls.)
+	calls = slices.Clone(calls)
+	slices.SortFunc(calls, func(x, y *call[completeReq, error]) int { return x.req.p - y.req.p })
 	reqs := make([]completeReq, len(calls))
 	for i, c := range calls {
 		reqs[i] = c.req

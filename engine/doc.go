@@ -35,7 +35,12 @@
 // with new records whose actor waits for work, that partition's oldest
 // available records; each actor gets its batch through its handoff
 // (handoff.go: a generation-fenced claim, so a partition is never fetched
-// by the tail and its actor at once). A second without new records spaces
+// by the tail and its actor at once). An actor that delivered every record
+// of a handed batch leaves its completion to the next tail poll and waits:
+// that poll's statement deletes the batch's records under the lease fence
+// (the same fence a completion has) before it fetches, so at steady load
+// one statement per poll both completes and fetches (handoff.go, tailDone).
+// A second without new records spaces
 // the polls out to 20 a second. An actor fetches on its own at start, in a
 // backlog (its last batch was full), and when its timer fires (a held
 // record due, PollInterval). The Writer NOTIFYs on commit at most once per

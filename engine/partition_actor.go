@@ -29,7 +29,9 @@ import (
 //	    last batch was full) and when its timer fires
 //	  publish it: in id order, or keys in parallel for a slow broker; a failed
 //	    record holds back the later records of its key
-//	  complete it in one statement fenced by the lease (store.sqlComplete)
+//	  complete it in one statement fenced by the lease (store.sqlComplete),
+//	    or, for a handed batch delivered whole, leave that to the next tail
+//	    poll's statement (tailDone), which completes it before it fetches
 //	  apply and emit the outcomes once that committed
 //	  sleep until handed a batch (handoff), woken (waker), told about the
 //	    lease (mailbox), the next held record or retry is due, or
@@ -272,7 +274,8 @@ func (a *partitionActor) Serve(ctx context.Context) error {
 			return nil
 		}
 		var wait time.Duration
-		if !a.st.leaseValid(time.Now()) {
+		leaseWait := !a.st.leaseValid(time.Now())
+		if leaseWait {
 			// The lease may have expired locally while the coordinator
 			// could not renew it: publish nothing until it is renewed (a
 			// handed batch is dropped: its records are fetched again).
@@ -313,14 +316,28 @@ func (a *partitionActor) Serve(ctx context.Context) error {
 		h.done.Store(a.deferred)
 		h.idle() // from here the tail poll may fetch for this partition
 		stopping := false
-		select {
-		case <-ctx.Done():
-			stopping = true
-		case b := <-h.ch:
-			handed = &b
-		case <-a.waker.C():
-		case <-a.mailbox.Ready():
-		case <-timer.C:
+	wait:
+		for {
+			select {
+			case <-ctx.Done():
+				stopping = true
+			case b := <-h.ch:
+				handed = &b
+			case <-a.waker.C():
+			case <-a.mailbox.Ready():
+				// A renewal of a valid lease changes nothing the wait is
+				// for: take it in and keep waiting, the partition still
+				// the tail's to fetch (taking it back on every heartbeat
+				// made every idle actor fetch on its own once a second, and
+				// complete itself what it had left to the tail). A loss,
+				// or a renewal the actor waits for, ends the wait.
+				a.drainMailbox()
+				if a.st.held && !leaseWait {
+					continue wait
+				}
+			case <-timer.C:
+			}
+			break
 		}
 		if handed == nil && !h.reclaim() {
 			// The tail claimed this partition first: its batch is on the
@@ -523,6 +540,9 @@ func (a *partitionActor) runBatch(ctx context.Context, handed *fetchResult) (bat
 	if handed != nil && !out.full && !a.d.cfg.retention && len(a.done.retryIDs) == 0 && len(a.done.deadIDs) == 0 {
 		// Every record of a batch the tail handed over was delivered: the
 		// next tail poll completes it (see tailDone).
+		// In id order, as every statement deleting them takes their row
+		// locks (see batcher.runComplete).
+		slices.Sort(a.done.delivered)
 		a.deferred = &tailDone{epoch: a.st.epoch, ids: slices.Clone(a.done.delivered)}
 		return out, nil
 	}

@@ -79,9 +79,10 @@ func TestTailPollCompletesTheBatchesLeftToIt(t *testing.T) {
 
 // An actor leaves a handed batch it delivered whole to the next tail poll
 // and emits the batch's outcomes only once a completion committed: the
-// poll's, when the poll hands its result back, or its own, when it takes
-// its partition back first — here a graceful stop, which must still
-// complete what was published.
+// poll's, when the poll hands its result back (a lease renewal meanwhile
+// does not end its wait), or its own, when it takes its partition back
+// first — here a graceful stop, which must still complete what was
+// published.
 func TestActorSettlesTheBatchItLeftToTheTailPoll(t *testing.T) {
 	t.Parallel()
 	for _, byTail := range []bool{true, false} {
@@ -99,9 +100,16 @@ func TestActorSettlesTheBatchItLeftToTheTailPoll(t *testing.T) {
 			var delivered []int64
 			hand := make(handoffs, 4)
 			cfg.InstanceID = "me"
+			completeCtx := context.Background()
+			if byTail {
+				// The actor's own completions fail: the tail's must do.
+				cctx, cancel := context.WithCancel(completeCtx)
+				cancel()
+				completeCtx = cctx
+			}
 			deps := &partitionDeps{
 				cfg:       partitionConfigFrom(cfg),
-				batch:     newBatcher(st, "me", 10*time.Second, context.Background(), context.Background()),
+				batch:     newBatcher(st, "me", 10*time.Second, context.Background(), completeCtx),
 				leases:    st,
 				publish:   func(string, *message.Message) error { return nil },
 				fastSlots: make(chan struct{}, 1),
@@ -115,7 +123,8 @@ func TestActorSettlesTheBatchItLeftToTheTailPoll(t *testing.T) {
 				},
 			}
 			deps.cfg.pollInterval = time.Hour // nothing but the test wakes it
-			a := newPartitionActor(deps, p, got[p], actors.NewMailbox[leaseMsg](1), actors.NewWaker())
+			mailbox := actors.NewMailbox[leaseMsg](1)
+			a := newPartitionActor(deps, p, got[p], mailbox, actors.NewWaker())
 			served := make(chan error, 1)
 			go func() { served <- a.Serve(ctx) }()
 
@@ -148,6 +157,11 @@ func TestActorSettlesTheBatchItLeftToTheTailPoll(t *testing.T) {
 			require.Len(t, pendingIDs(t, pool, cfg), 2)
 
 			if byTail {
+				// A lease renewal (every heartbeat) leaves the actor waiting
+				// for the tail: it does not take its partition back and
+				// complete the batch itself (which fails here).
+				require.True(t, mailbox.TrySend(leaseMsg{deadline: time.Now().Add(time.Minute)}))
+				waitFor(t, func() (struct{}, bool) { return struct{}{}, mailbox.Len() == 0 })
 				tl := newTail(tailDeps{interval: cfg.TailInterval, limit: 100, store: st, handoffs: hand, waker: actors.NewWaker(), instance: "me"})
 				_, err = tl.poll(ctx)
 				require.NoError(t, err)
