@@ -1,6 +1,9 @@
 package engine
 
-import "sync/atomic"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 // A handoff is how the tail poll gives a partition actor the records it
 // fetched for it. At steady load the tail fetches for every waiting actor
@@ -29,6 +32,11 @@ type handoff struct {
 	// done is the delivered batch the idle actor leaves to the tail poll to
 	// complete (nil: none); set before idle, read by the tail with the word.
 	done atomic.Pointer[tailDone]
+	// carrying is held by a tail poll whose statement carries done, from
+	// before it reads done until the statement ended; an actor that took
+	// its partition back completes done itself only after taking it, so
+	// the two never delete the same rows at once (see tailDone).
+	carrying sync.Mutex
 	// ch carries a claimed batch; its one slot is free whenever the tail
 	// claims (the actor empties it before it goes idle again).
 	ch chan fetchResult

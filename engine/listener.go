@@ -198,8 +198,15 @@ func (t *tail) poll(ctx context.Context) (found bool, err error) {
 			// The delivered batch the actor left for this poll, if any. It
 			// is read after the word: one the actor left in a later
 			// generation fails the claim below, and the actor completes
-			// it itself.
+			// it itself, once this poll let go of carrying.
 			d := h.done.Load()
+			if d != nil {
+				h.carrying.Lock()
+				if h.done.Load() != d {
+					h.carrying.Unlock() // taken back meanwhile
+					d = nil
+				}
+			}
 			t.dones = append(t.dones, d)
 			completing = completing || d != nil
 		}
@@ -216,7 +223,13 @@ func (t *tail) poll(ctx context.Context) (found bool, err error) {
 		dones = nil
 	}
 	maxID, held, err := t.d.store.tailFetch(ctx, max(t.lastMax-tailLookback, 0), t.reqs, out, t.d.instance, dones)
+	for i, d := range dones {
+		if d != nil {
+			t.hs[i].carrying.Unlock()
+		}
+	}
 	if err != nil {
+		clear(t.dones)
 		return false, err
 	}
 	if maxID > t.lastMax {

@@ -353,7 +353,7 @@ func (a *partitionActor) Serve(ctx context.Context) error {
 		}
 		if a.deferred != nil {
 			h.done.Store(nil)
-			if err := a.settleDeferred(ctx, handed); err != nil {
+			if err := a.settleDeferred(ctx, h, handed); err != nil {
 				if errors.Is(err, ErrLeaseLost) {
 					log.Warn("postrelay: partition lease lost, stopping without committing", "error", err)
 					a.apply(a.leaseEvent(EventLeaseLost))
@@ -376,10 +376,10 @@ func (a *partitionActor) Serve(ctx context.Context) error {
 // poll's result handed over carries it, the poll's statement completed it
 // (or found the lease gone); otherwise the actor took its partition back
 // first and completes the batch itself, through the batcher, before it
-// fetches anything (the poll may be completing it at the same time; the
-// second delete of a row finds nothing). Once completed, the outcomes are
+// fetches anything, once a poll whose statement carries the batch has
+// ended (its delete then finds nothing). Once completed, the outcomes are
 // applied and emitted.
-func (a *partitionActor) settleDeferred(ctx context.Context, handed *fetchResult) error {
+func (a *partitionActor) settleDeferred(ctx context.Context, h *handoff, handed *fetchResult) error {
 	d := a.deferred
 	a.deferred = nil
 	defer a.clearPending()
@@ -388,6 +388,10 @@ func (a *partitionActor) settleDeferred(ctx context.Context, handed *fetchResult
 			return fmt.Errorf("%w: partition %d epoch %d", ErrLeaseLost, a.p, d.epoch)
 		}
 	} else {
+		// A poll whose statement carries the batch ends first (taking
+		// the lock is the wait; nothing needs holding it).
+		h.carrying.Lock()
+		h.carrying.Unlock()
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.d.cfg.stopTimeout)
 		defer cancel()
 		if err := a.d.batch.completeBatch(cctx, a.p, d.epoch, &a.done, nil); err != nil {
