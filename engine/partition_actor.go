@@ -271,11 +271,23 @@ func (a *partitionActor) Serve(ctx context.Context) error {
 			return lostErr(nil)
 		}
 		if ctx.Err() != nil {
+			if a.deferred != nil { // a graceful stop: one more try
+				_ = a.settleDeferred(ctx, h, nil)
+			}
 			return nil
 		}
 		var wait time.Duration
 		leaseWait := !a.st.leaseValid(time.Now())
-		if leaseWait {
+		if a.deferred != nil {
+			// The batch left to the tail could not be completed yet (the
+			// database did not answer): nothing else until it is, by the
+			// tail's next poll or the actor's next try. Restarting the
+			// actor instead would drop it, and publish its records again.
+			wait = a.d.cfg.pollInterval
+			if handed != nil {
+				handed.cohort.arrive()
+			}
+		} else if leaseWait {
 			// The lease may have expired locally while the coordinator
 			// could not renew it: publish nothing until it is renewed (a
 			// handed batch is dropped: its records are fetched again).
@@ -362,8 +374,7 @@ func (a *partitionActor) Serve(ctx context.Context) error {
 				if ctx.Err() != nil || errors.Is(err, ErrShutdown) {
 					return nil
 				}
-				log.Warn("postrelay: partition batch failed", "error", err)
-				return err
+				log.Warn("postrelay: partition batch completion failed, will retry", "error", err)
 			}
 		}
 		if stopping {
@@ -378,12 +389,13 @@ func (a *partitionActor) Serve(ctx context.Context) error {
 // first and completes the batch itself, through the batcher, before it
 // fetches anything, once a poll whose statement carries the batch has
 // ended (its delete then finds nothing). Once completed, the outcomes are
-// applied and emitted.
+// applied and emitted. If its own completion fails for another reason
+// than the lease, the batch stays deferred (see Serve).
 func (a *partitionActor) settleDeferred(ctx context.Context, h *handoff, handed *fetchResult) error {
 	d := a.deferred
-	a.deferred = nil
-	defer a.clearPending()
 	if handed != nil && handed.done == d {
+		a.deferred = nil
+		defer a.clearPending()
 		if handed.lost {
 			return fmt.Errorf("%w: partition %d epoch %d", ErrLeaseLost, a.p, d.epoch)
 		}
@@ -394,11 +406,14 @@ func (a *partitionActor) settleDeferred(ctx context.Context, h *handoff, handed 
 		h.carrying.Unlock()
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.d.cfg.stopTimeout)
 		defer cancel()
-		if err := a.d.batch.completeBatch(cctx, a.p, d.epoch, &a.done, nil); err != nil {
-			if errors.Is(err, ErrLeaseLost) {
-				return err
-			}
-			return fmt.Errorf("postrelay: partition %d: complete batch: %w", a.p, err)
+		err := a.d.batch.completeBatch(cctx, a.p, d.epoch, &a.done, nil)
+		if err != nil && !errors.Is(err, ErrLeaseLost) {
+			return fmt.Errorf("postrelay: partition %d: complete batch: %w", a.p, err) // still deferred
+		}
+		a.deferred = nil
+		defer a.clearPending()
+		if err != nil {
+			return err
 		}
 	}
 	a.committed()

@@ -80,7 +80,8 @@ func TestTailPollCompletesTheBatchesLeftToIt(t *testing.T) {
 // An actor leaves a handed batch it delivered whole to the next tail poll
 // and emits the batch's outcomes only once a completion committed: the
 // poll's, when the poll hands its result back (a lease renewal meanwhile
-// does not end its wait), or its own, when it takes its partition back
+// does not end its wait; a wake-up whose own completion fails leaves the
+// batch to the tail again), or its own, when it takes its partition back
 // first — here a graceful stop, which must still complete what was
 // published.
 func TestActorSettlesTheBatchItLeftToTheTailPoll(t *testing.T) {
@@ -123,8 +124,8 @@ func TestActorSettlesTheBatchItLeftToTheTailPoll(t *testing.T) {
 				},
 			}
 			deps.cfg.pollInterval = time.Hour // nothing but the test wakes it
-			mailbox := actors.NewMailbox[leaseMsg](1)
-			a := newPartitionActor(deps, p, got[p], mailbox, actors.NewWaker())
+			mailbox, waker := actors.NewMailbox[leaseMsg](1), actors.NewWaker()
+			a := newPartitionActor(deps, p, got[p], mailbox, waker)
 			served := make(chan error, 1)
 			go func() { served <- a.Serve(ctx) }()
 
@@ -162,6 +163,16 @@ func TestActorSettlesTheBatchItLeftToTheTailPoll(t *testing.T) {
 				// complete the batch itself (which fails here).
 				require.True(t, mailbox.TrySend(leaseMsg{deadline: time.Now().Add(time.Minute)}))
 				waitFor(t, func() (struct{}, bool) { return struct{}{}, mailbox.Len() == 0 })
+				// A wake-up does take it back; its own completion fails,
+				// and the batch stays left to the tail (it is not dropped
+				// with a restart, to be published again): the actor waits
+				// again, in a new generation, with the same batch.
+				word, _ := h.waiting()
+				waker.Wake()
+				waitFor(t, func() (struct{}, bool) {
+					w, waiting := h.waiting()
+					return struct{}{}, waiting && w != word && h.done.Load() == d
+				})
 				tl := newTail(tailDeps{interval: cfg.TailInterval, limit: 100, store: st, handoffs: hand, waker: actors.NewWaker(), instance: "me"})
 				_, err = tl.poll(ctx)
 				require.NoError(t, err)
