@@ -135,7 +135,7 @@
 // supervision tree (package actors):
 //
 //	root supervisor ─┬─ listener      LISTEN, wakes the tail poll
-//	                 ├─ tail poll     fetches new records for the waiting partition actors
+//	                 ├─ tail poll     completes the batches left to it, fetches new records for the waiting partition actors
 //	                 └─ coordinator   heartbeats, leases ── partition actors, one per owned partition
 //
 // Every actor gets what it uses in its own deps struct (partitionDeps,
