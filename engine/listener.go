@@ -222,12 +222,7 @@ func (t *tail) poll(ctx context.Context) (found bool, err error) {
 	if !completing {
 		dones = nil
 	}
-	maxID, held, err := t.d.store.tailFetch(ctx, max(t.lastMax-tailLookback, 0), t.reqs, out, t.d.instance, dones)
-	for i, d := range dones {
-		if d != nil {
-			t.hs[i].carrying.Unlock()
-		}
-	}
+	maxID, held, err := t.fetch(ctx, out, dones)
 	if err != nil {
 		clear(t.dones)
 		return false, err
@@ -264,4 +259,18 @@ func (t *tail) poll(ctx context.Context) (found bool, err error) {
 	}
 	clear(t.dones)
 	return found, nil
+}
+
+// fetch runs the poll's statement, then lets go of the handoffs whose
+// delivered batch it carried (even if the statement panicked: an actor
+// waits for that before it completes the batch itself).
+func (t *tail) fetch(ctx context.Context, out []fetchResult, dones []*tailDone) (int64, []int32, error) {
+	defer func() {
+		for i, d := range dones {
+			if d != nil {
+				t.hs[i].carrying.Unlock()
+			}
+		}
+	}()
+	return t.d.store.tailFetch(ctx, max(t.lastMax-tailLookback, 0), t.reqs, out, t.d.instance, dones)
 }
