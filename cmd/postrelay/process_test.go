@@ -370,8 +370,10 @@ func testProcessesSurviveKill9(t *testing.T, name string, slackTicks int, extra 
 	})
 	took = time.Since(killed)
 	t.Logf("takeover of %d partitions after SIGKILL: %v (lease TTL %v, heartbeat %v)", len(victim), took, procLeaseTTL, procHeartbeat)
-	// TTL plus one tick, with one more tick of slack for the poll above.
-	require.LessOrEqual(t, took, procLeaseTTL+time.Duration(3+slackTicks)*procHeartbeat)
+	// TTL plus one tick, with slack for the poll above and for ticks that
+	// run late: alone the takeover takes 2.0-2.2 s here, but with the other
+	// packages' tests running beside it (CI) one run took 2.87 s.
+	require.LessOrEqual(t, took, procLeaseTTL+time.Duration(5+slackTicks)*procHeartbeat)
 
 	waitFor(t, 20*time.Second, "more deliveries after takeover", func() bool { return len(c.deliveries()) > 600 })
 	w.stop()
