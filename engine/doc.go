@@ -62,8 +62,10 @@
 // whatever the partition count. When completions start within two
 // milliseconds of each other, a leader first waits one millisecond for the
 // actors about to complete (as commit_delay does for commits); the batches
-// one tail poll handed over form a cohort, whose first completion waits (up
-// to that millisecond) for the rest, so that they complete in one statement. The fetch also
+// one tail poll handed over that complete on their own (a retry, a dead
+// letter, a full batch, Retention; the rest ride the next poll) form a
+// cohort, whose first completion waits (up to that millisecond) for the
+// rest, so that they complete in one statement. The fetch also
 // reports when the partition's next held record becomes available, so an
 // idle actor sleeps exactly until then.
 //
