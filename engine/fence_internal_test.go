@@ -122,10 +122,7 @@ func TestSharedStatementsFencePerPartition(t *testing.T) {
 	ctx := context.Background()
 
 	// Two keys in two different partitions, three records each.
-	keyA, keyB := "a", "b"
-	for i := 0; Partition(keyA, 8) == Partition(keyB, 8); i++ {
-		keyB = "b" + itoa(i)
-	}
+	keyA, keyB := twoPartitionKeys(8)
 	pA, pB := Partition(keyA, 8), Partition(keyB, 8)
 	tx, err := pool.Begin(ctx)
 	require.NoError(t, err)
@@ -243,10 +240,7 @@ func TestRetainedCompletionKeepsHistoryOnlyUnderTheLease(t *testing.T) {
 	require.True(t, st.retention)
 
 	// Two keys in different partitions, three records each.
-	keyA, keyB := "a", "b"
-	for i := 0; Partition(keyB, 8) == Partition(keyA, 8); i++ {
-		keyB = fmt.Sprint("b", i)
-	}
+	keyA, keyB := twoPartitionKeys(8)
 	pa, pb := Partition(keyA, 8), Partition(keyB, 8)
 	tx, err := pool.Begin(ctx)
 	require.NoError(t, err)

@@ -298,13 +298,8 @@ func (a *partitionActor) Serve(ctx context.Context) error {
 		} else {
 			res, err := a.runBatch(ctx, handed)
 			if err != nil {
-				if errors.Is(err, ErrLeaseLost) {
-					log.Warn("postrelay: partition lease lost, stopping without committing", "error", err)
-					a.apply(a.leaseEvent(EventLeaseLost))
-					return lostErr(err)
-				}
-				if ctx.Err() != nil || errors.Is(err, ErrShutdown) {
-					return nil // stopping: the coordinator stops this actor next
+				if end, ret := a.ends(ctx, log, err); end {
+					return ret
 				}
 				log.Warn("postrelay: partition batch failed", "error", err)
 				return err
@@ -366,13 +361,8 @@ func (a *partitionActor) Serve(ctx context.Context) error {
 		if a.deferred != nil {
 			h.done.Store(nil)
 			if err := a.settleDeferred(ctx, h, handed); err != nil {
-				if errors.Is(err, ErrLeaseLost) {
-					log.Warn("postrelay: partition lease lost, stopping without committing", "error", err)
-					a.apply(a.leaseEvent(EventLeaseLost))
-					return lostErr(err)
-				}
-				if ctx.Err() != nil || errors.Is(err, ErrShutdown) {
-					return nil
+				if end, ret := a.ends(ctx, log, err); end {
+					return ret
 				}
 				log.Warn("postrelay: partition batch completion failed, will retry", "error", err)
 			}
@@ -381,6 +371,21 @@ func (a *partitionActor) Serve(ctx context.Context) error {
 			return nil // a graceful stop: what was published is completed
 		}
 	}
+}
+
+// ends says whether a batch's error ends the actor, and with what Serve
+// returns: for good on a lost lease, quietly when stopping (the
+// coordinator stops this actor next).
+func (a *partitionActor) ends(ctx context.Context, log *slog.Logger, err error) (bool, error) {
+	if errors.Is(err, ErrLeaseLost) {
+		log.Warn("postrelay: partition lease lost, stopping without committing", "error", err)
+		a.apply(a.leaseEvent(EventLeaseLost))
+		return true, lostErr(err)
+	}
+	if ctx.Err() != nil || errors.Is(err, ErrShutdown) {
+		return true, nil
+	}
+	return false, nil
 }
 
 // settleDeferred ends the wait of a batch left to the tail poll: if the

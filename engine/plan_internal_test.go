@@ -132,23 +132,13 @@ func TestTailPollHandsBatchesOnlyToWaitingActors(t *testing.T) {
 	}
 	hs[1].idle()
 	hs[2].idle()
-	write := func(keys ...string) {
-		tx, err := pool.Begin(ctx)
-		require.NoError(t, err)
-		var recs []Record
-		for _, k := range keys {
-			recs = append(recs, Record{Topic: "t", Key: k, Payload: []byte("x")})
-		}
-		require.NoError(t, NewWriter(cfg).Write(ctx, tx, recs...))
-		require.NoError(t, tx.Commit(ctx))
-	}
 	var keys []string
 	perPartition := map[int]int{}
 	for i := range 200 {
 		keys = append(keys, fmt.Sprint("k", i))
 		perPartition[Partition(keys[i], 4)]++
 	}
-	write(keys...)
+	writeKeys(t, pool, cfg, keys...)
 	found, err = tl.poll(ctx)
 	require.NoError(t, err)
 	require.True(t, found, "records arrived")
@@ -195,7 +185,7 @@ func TestTailPollHandsBatchesOnlyToWaitingActors(t *testing.T) {
 	}
 	require.NoError(t, NewWriter(cfg).Write(ctx, late, Record{Topic: "t", Key: lateKey, Payload: []byte("late")}))
 	hs[2].idle()
-	write(keys[:20]...)
+	writeKeys(t, pool, cfg, keys[:20]...)
 	_, err = tl.poll(ctx)
 	require.NoError(t, err)
 	b := <-hs[2].ch

@@ -102,17 +102,7 @@ func newStore(pool *pgxpool.Pool, cfg Config) *store {
 		// deadlock. The result lists the partitions whose fence held; the
 		// data-modifying parts need no reference from it, since PostgreSQL
 		// runs every data-modifying WITH part to completion.
-		sqlComplete: `WITH lease AS (
-				SELECT p.partition FROM ` + partitions + ` p
-				JOIN unnest($2::int[], $3::bigint[]) AS l(partition, epoch) ON p.partition = l.partition
-				WHERE p.epoch = l.epoch AND p.owner = $1 AND p.lease_until > now()
-				ORDER BY p.partition
-				FOR SHARE OF p
-			), done AS (
-				DELETE FROM ` + records + ` r
-				USING unnest($4::int[], $5::bigint[]) AS d(partition, id) JOIN lease ON lease.partition = d.partition
-				WHERE r.partition = d.partition AND r.id = d.id
-			), retry AS (
+		sqlComplete: `WITH ` + fencedDeleteSQL(records, partitions, "$1", "$2", "$3", "$4", "$5") + `retry AS (
 				UPDATE ` + records + ` r
 				SET attempts = r.attempts + 1, last_error = f.err,
 				    available_at = now() + f.delay_us * interval '1 microsecond'
@@ -173,6 +163,26 @@ func fetchSQLExcluding(records, req, exclude string) string {
 			FROM held h GROUP BY h.partition`
 }
 
+// fencedDeleteSQL is the fence every completing statement starts with, as
+// WITH parts (ending in ", "): lease locks the partitions rows (FOR SHARE,
+// in partition order, see sqlComplete) of the partitions in parts with
+// the epochs in epochs that owner still holds, unexpired; done deletes the
+// delivered records (doneParts, doneIDs) of those partitions only. The
+// arguments are the statement's parameter references.
+func fencedDeleteSQL(records, partitions, owner, parts, epochs, doneParts, doneIDs string) string {
+	return `lease AS (
+				SELECT p.partition FROM ` + partitions + ` p
+				JOIN unnest(` + parts + `::int[], ` + epochs + `::bigint[]) AS l(partition, epoch) ON p.partition = l.partition
+				WHERE p.epoch = l.epoch AND p.owner = ` + owner + ` AND p.lease_until > now()
+				ORDER BY p.partition
+				FOR SHARE OF p
+			), done AS (
+				DELETE FROM ` + records + ` r
+				USING unnest(` + doneParts + `::int[], ` + doneIDs + `::bigint[]) AS d(partition, id) JOIN lease ON lease.partition = d.partition
+				WHERE r.partition = d.partition AND r.id = d.id
+			), `
+}
+
 // tailFetchSQL is the tail poll's statement (see tail.poll): of the
 // partitions in $2 (those whose actors wait for work), the ones with
 // records above $1 (one probe at the end of each partition's key range,
@@ -188,17 +198,7 @@ func fetchSQLExcluding(records, req, exclude string) string {
 func tailFetchSQL(records, partitions string, complete bool) string {
 	head, exclude := "WITH ", ""
 	if complete {
-		head = `WITH lease AS (
-				SELECT p.partition FROM ` + partitions + ` p
-				JOIN unnest($4::int[], $5::bigint[]) AS l(partition, epoch) ON p.partition = l.partition
-				WHERE p.epoch = l.epoch AND p.owner = $6 AND p.lease_until > now()
-				ORDER BY p.partition
-				FOR SHARE OF p
-			), done AS (
-				DELETE FROM ` + records + ` r
-				USING unnest($7::int[], $8::bigint[]) AS d(partition, id) JOIN lease ON lease.partition = d.partition
-				WHERE r.partition = d.partition AND r.id = d.id
-			), `
+		head += fencedDeleteSQL(records, partitions, "$6", "$4", "$5", "$7", "$8")
 		exclude = ` AND r.id <> ALL($8::bigint[])`
 	}
 	sql := head + `probe AS MATERIALIZED (
