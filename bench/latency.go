@@ -128,12 +128,12 @@ func (p *latencyProbe) latencies() (fromStart, fromCommit []time.Duration) {
 }
 
 // dump writes one line per record: milliseconds since the first record's
-// start (just before its business INSERT) and its latency from there in
-// milliseconds, in start order.
+// start (just before its business INSERT), its latency from there and from
+// just before its COMMIT, in milliseconds, in start order.
 func (p *latencyProbe) dump(file string) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	type sample struct{ at, lat time.Duration }
+	type sample struct{ at, lat, fromCommit time.Duration }
 	var ss []sample
 	var first time.Time
 	p.starts.Range(func(k, v any) bool {
@@ -142,14 +142,18 @@ func (p *latencyProbe) dump(file string) error {
 			if first.IsZero() || at.Before(first) {
 				first = at
 			}
-			ss = append(ss, sample{at: time.Duration(at.UnixNano()), lat: pub.Sub(at)})
+			var fc time.Duration
+			if c, ok := p.commits.Load(k); ok {
+				fc = pub.Sub(c.(time.Time))
+			}
+			ss = append(ss, sample{at: time.Duration(at.UnixNano()), lat: pub.Sub(at), fromCommit: fc})
 		}
 		return true
 	})
 	slices.SortFunc(ss, func(a, b sample) int { return int(a.at - b.at) })
-	var b []byte
+	b := fmt.Appendf(nil, "# %d\n", first.UnixMicro())
 	for _, s := range ss {
-		b = fmt.Appendf(b, "%.3f %.3f\n", float64(s.at-time.Duration(first.UnixNano()))/1e6, float64(s.lat)/1e6)
+		b = fmt.Appendf(b, "%.3f %.3f %.3f\n", float64(s.at-time.Duration(first.UnixNano()))/1e6, float64(s.lat)/1e6, float64(s.fromCommit)/1e6)
 	}
 	return os.WriteFile(file, b, 0o644)
 }

@@ -32,6 +32,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strings"
@@ -133,6 +134,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&o.retention, "retention", 0, "relays keep delivered records this long in the history table (engine Retention; 0: off)")
 	fs.DurationVar(&o.consoleInterval, "console-interval", time.Second, "console: how often the console's pages' API calls are requested (the pages refresh every 5s)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process (latency runs the relay in it) to this file")
+	memProfile := fs.String("memprofile", "", "write this process's allocations profile (alloc_space: everything allocated during the run) to this file at the end")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -156,6 +158,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("--cpuprofile: %w", err)
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if *memProfile != "" {
+		runtime.MemProfileRate = 64 << 10 // coarser than the default: sampling costs the run little
+		defer func() {
+			if f, err := os.Create(*memProfile); err == nil {
+				_ = pprof.Lookup("allocs").WriteTo(f, 0)
+				_ = f.Close()
+			}
+		}()
 	}
 	var result any
 	var err error

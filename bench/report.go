@@ -138,6 +138,10 @@ func resultsMarkdown(r *AllResult) string {
 		w.Clients, w.TxPerSecWith, w.TxPerSecWithout, w.OverheadPct)
 	p("| write: same record via `QueueWrite` in the business statement's pgx.Batch | %.0f tx/s: +%.1f %% cost | | | | ≤ 15 %% |\n",
 		w.TxPerSecPipelined, w.PipelinedOverheadPct)
+	if w.TxPerSecPlainRow > 0 {
+		p("| write: the record's bytes into a plain table of the outbox's shape, in the same batch (the row alone, no outbox) | %.0f tx/s: +%.1f %% cost; `QueueWrite` %+.1f %% against it | | | | |\n",
+			w.TxPerSecPlainRow, w.PlainRowOverheadPct, -w.PipelinedVsPlainRowPct)
+	}
 	p("| write: bulk, %d records per tx | %.0f rec/s | | | | ≥ 50,000 rec/s |\n", w.BulkBatch, w.BulkRecordsPerSec)
 	steadyMarkdown(&b, r)
 	s := r.Scale

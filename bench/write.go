@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -28,10 +29,17 @@ type WriteResult struct {
 	// The same record queued in the business statement's pgx.Batch.
 	TxPerSecPipelined    float64 `json:"tx_per_sec_pipelined"`
 	PipelinedOverheadPct float64 `json:"pipelined_overhead_pct"`
-	BulkBatch            int     `json:"bulk_batch"`
-	BulkRecordsPerSec    float64 `json:"bulk_records_per_sec"`
-	RoundsEachVariant    int     `json:"rounds_each_variant"`
-	SecondsEachVariant   float64 `json:"seconds_each_round"`
+	// The floor: the record's bytes inserted into a plain table of the
+	// outbox's shape (LIKE records INCLUDING ALL) in the same batch, as the
+	// steady-load plain-table reference does; what any second row costs.
+	TxPerSecPlainRow    float64 `json:"tx_per_sec_plain_row"`
+	PlainRowOverheadPct float64 `json:"plain_row_overhead_pct"`
+	// QueueWrite against the plain row: what the outbox adds beyond the row.
+	PipelinedVsPlainRowPct float64 `json:"pipelined_vs_plain_row_pct"`
+	BulkBatch              int     `json:"bulk_batch"`
+	BulkRecordsPerSec      float64 `json:"bulk_records_per_sec"`
+	RoundsEachVariant      int     `json:"rounds_each_variant"`
+	SecondsEachVariant     float64 `json:"seconds_each_round"`
 	// COMMIT cost at paced rates (issue 11 goal 3), per --commit-rates.
 	CommitCost []CommitCostAt `json:"commit_cost,omitempty"`
 	River      *riverConfig   `json:"river_config,omitempty"`
@@ -108,6 +116,11 @@ func runWrite(ctx context.Context, o options, out io.Writer) (*WriteResult, erro
 	if _, err := pool.Exec(ctx, "CREATE TABLE "+orders+" (id bigserial PRIMARY KEY, customer text NOT NULL, amount int NOT NULL, created_at timestamptz NOT NULL DEFAULT now())"); err != nil {
 		return nil, err
 	}
+	plain := pgx.Identifier{cfg.Schema, "plain_records"}.Sanitize()
+	if _, err := pool.Exec(ctx, "CREATE TABLE "+plain+" (LIKE "+pgx.Identifier{cfg.Schema, "records"}.Sanitize()+" INCLUDING ALL)"); err != nil {
+		return nil, err
+	}
+	plainInsert := "INSERT INTO " + plain + " (partition, key, topic, message_id, payload, metadata) VALUES ($1, $2, $3, $4, $5, '{}')"
 	wcfg := cfg
 	wcfg.DisableNotify = os.Getenv("BENCH_NO_NOTIFY") != ""
 	if v := os.Getenv("BENCH_NOTIFY_INTERVAL"); v != "" {
@@ -116,7 +129,9 @@ func runWrite(ctx context.Context, o options, out io.Writer) (*WriteResult, erro
 	w := engine.NewWriter(wcfg)
 	payload := []byte(`{"order_id":1,"amount_cents":4200}`)
 	// variant: 0 no outbox, 1 Writer.Write (its own statement), 2 QueueWrite
-	// (the outbox INSERT pipelined with the business INSERT in one batch).
+	// (the outbox INSERT pipelined with the business INSERT in one batch),
+	// 3 the record's bytes into the plain table in the same batch (the
+	// floor: the row without the outbox).
 	round := func(variant int) (float64, error) {
 		var n atomic.Int64
 		var firstErr atomic.Value
@@ -129,11 +144,15 @@ func runWrite(ctx context.Context, o options, out io.Writer) (*WriteResult, erro
 					err := pgx.BeginFunc(rctx, pool, func(tx pgx.Tx) error {
 						cust := "customer-" + strconv.Itoa(c*100000+i%1000)
 						rec := engine.Record{Topic: "orders.created", Key: cust, Payload: payload}
-						if variant == 2 {
+						if variant >= 2 {
 							b := &pgx.Batch{}
 							b.Queue("INSERT INTO "+orders+" (customer, amount) VALUES ($1, $2)", cust, 4200)
-							if err := w.QueueWrite(rctx, tx, b, rec); err != nil {
-								return err
+							if variant == 2 {
+								if err := w.QueueWrite(rctx, tx, b, rec); err != nil {
+									return err
+								}
+							} else {
+								b.Queue(plainInsert, engine.Partition(cust, cfg.Partitions), cust, rec.Topic, uuid.Must(uuid.NewV7()).String(), payload)
 							}
 							return tx.SendBatch(rctx, b).Close()
 						}
@@ -163,29 +182,35 @@ func runWrite(ctx context.Context, o options, out io.Writer) (*WriteResult, erro
 		return float64(n.Load()) / time.Since(start).Seconds(), nil
 	}
 	rounds := max(o.rounds, 3)
-	var tps [3][]float64 // per variant, one value per round
+	var tps [4][]float64 // per variant, one value per round
 	for r := range rounds {
 		// The variants' order turns every round, so that none always runs
 		// first (or right after another).
-		for k := range 3 {
-			v := (r + k) % 3
+		for k := range 4 {
+			v := (r + k) % 4
 			x, err := round(v)
 			if err != nil {
 				return nil, err
 			}
 			tps[v] = append(tps[v], x)
 		}
-		fmt.Fprintf(out, "  round %d: %8.0f tx/s without outbox, %8.0f with Write, %8.0f with QueueWrite (pipelined)\n",
-			r+1, tps[0][r], tps[1][r], tps[2][r])
+		fmt.Fprintf(out, "  round %d: %8.0f tx/s without outbox, %8.0f with Write, %8.0f with QueueWrite (pipelined), %8.0f with the row in a plain table (pipelined)\n",
+			r+1, tps[0][r], tps[1][r], tps[2][r], tps[3][r])
 	}
-	without, with, piped := median(tps[0]), median(tps[1]), median(tps[2])
-	res := &WriteResult{Scenario: "write", Clients: o.clients, TxPerSecWithout: without, TxPerSecWith: with,
-		OverheadPct: (without - with) / without * 100, TxPerSecPipelined: piped, PipelinedOverheadPct: (without - piped) / without * 100,
-		RoundsEachVariant: rounds, SecondsEachVariant: o.duration.Seconds()}
-	fmt.Fprintf(out, "medians of %d rounds:\n%-48s %8.0f tx/s\n%-48s %8.0f tx/s (%+.1f %%)\n%-48s %8.0f tx/s (%+.1f %%)\n",
+	without, with, piped, plainRow := median(tps[0]), median(tps[1]), median(tps[2]), median(tps[3])
+	res := &WriteResult{
+		Scenario: "write", Clients: o.clients, RoundsEachVariant: rounds, SecondsEachVariant: o.duration.Seconds(),
+		TxPerSecWithout: without,
+		TxPerSecWith:    with, OverheadPct: (without - with) / without * 100,
+		TxPerSecPipelined: piped, PipelinedOverheadPct: (without - piped) / without * 100,
+		TxPerSecPlainRow: plainRow, PlainRowOverheadPct: (without - plainRow) / without * 100,
+		PipelinedVsPlainRowPct: (plainRow - piped) / plainRow * 100,
+	}
+	fmt.Fprintf(out, "medians of %d rounds:\n%-48s %8.0f tx/s\n%-48s %8.0f tx/s (%+.1f %%)\n%-48s %8.0f tx/s (%+.1f %%; %+.1f %% against the plain row)\n%-48s %8.0f tx/s (%+.1f %%)\n",
 		rounds, "business tx (one INSERT)", without,
 		"  + one outbox record, Writer.Write", with, -res.OverheadPct,
-		"  + one outbox record, QueueWrite in the batch", piped, -res.PipelinedOverheadPct)
+		"  + one outbox record, QueueWrite in the batch", piped, -res.PipelinedOverheadPct, -res.PipelinedVsPlainRowPct,
+		"  + the record's bytes into a plain table (batch)", plainRow, -res.PlainRowOverheadPct)
 
 	bulk, err := bulkWrite(ctx, pool, w, o.duration, payload)
 	if err != nil {

@@ -214,7 +214,7 @@ func TestFetchReportsNextHeldRecord(t *testing.T) {
 
 // newTestStore migrates a fresh schema with the given partition count and
 // returns its pool, name, config and store.
-func newTestStore(t *testing.T, partitions int) (*pgxpool.Pool, string, Config, *store) {
+func newTestStore(t testing.TB, partitions int) (*pgxpool.Pool, string, Config, *store) {
 	t.Helper()
 	pool, schema := pgtest.FreshSchema(t)
 	cfg, err := Config{Schema: schema, Partitions: partitions}.prepared()

@@ -114,6 +114,7 @@ type tail struct {
 	words []uint64
 	dones []*tailDone
 	out   []fetchResult
+	args  arrayText
 }
 
 func newTail(d tailDeps) *tail { return &tail{d: d} }
@@ -272,5 +273,5 @@ func (t *tail) fetch(ctx context.Context, out []fetchResult, dones []*tailDone) 
 			}
 		}
 	}()
-	return t.d.store.tailFetch(ctx, max(t.lastMax-tailLookback, 0), t.reqs, out, t.d.instance, dones)
+	return t.d.store.tailFetch(ctx, max(t.lastMax-tailLookback, 0), t.reqs, out, t.d.instance, dones, &t.args)
 }

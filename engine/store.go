@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -186,8 +187,8 @@ func fencedDeleteSQL(records, partitions, owner, parts, epochs, doneParts, doneI
 // tailFetchSQL is the tail poll's statement (see tail.poll): of the
 // partitions in $2 (those whose actors wait for work), the ones with
 // records above $1 (one probe at the end of each partition's key range,
-// which reads only what lies above $1) are fetched as sqlFetch does, each
-// with its limit in $3. One more row (partition -1) carries the highest id
+// which reads only what lies above $1) are fetched as sqlFetch does, at
+// most $3 records each. One more row (partition -1) carries the highest id
 // the probes saw, from which the next poll starts.
 //
 // With complete, the statement first completes the delivered batches the
@@ -202,7 +203,7 @@ func tailFetchSQL(records, partitions string, complete bool) string {
 		exclude = ` AND r.id <> ALL($8::bigint[])`
 	}
 	sql := head + `probe AS MATERIALIZED (
-				SELECT q.partition, q.lim, x.max_id FROM unnest($2::int[], $3::int[]) AS q(partition, lim)
+				SELECT q.partition, $3::int AS lim, x.max_id FROM unnest($2::int[]) AS q(partition)
 				CROSS JOIN LATERAL (SELECT max(r.id) AS max_id FROM ` + records + ` r
 				                    WHERE r.partition = q.partition AND r.id > $1` + exclude + `) x
 				WHERE x.max_id IS NOT NULL
@@ -627,28 +628,109 @@ func (s *store) fetch(ctx context.Context, reqs []fetchReq, out []fetchResult) e
 // probes saw. dones[i], when set, is a delivered batch of reqs[i]'s
 // partition to complete in the same statement, fenced by its lease; held
 // then lists the partitions whose fence held (dones nil: no completions).
-func (s *store) tailFetch(ctx context.Context, from int64, reqs []fetchReq, out []fetchResult, me string, dones []*tailDone) (maxID int64, held []int32, err error) {
-	ps, lims := fetchArgs(reqs, out)
+func (s *store) tailFetch(ctx context.Context, from int64, reqs []fetchReq, out []fetchResult, me string, dones []*tailDone, args *arrayText) (maxID int64, held []int32, err error) {
+	args.reset()
+	args.start()
+	for i, r := range reqs {
+		args.add(int64(r.p))
+		out[i] = fetchResult{}
+	}
+	args.end()
+	limit := 0
+	if len(reqs) > 0 {
+		limit = reqs[0].limit // the tail asks the same of every partition
+	}
 	var rows pgx.Rows
 	if len(dones) == 0 {
-		rows, err = s.hotQuery(ctx, s.sqlTailFetch, from, ps, lims)
+		a := args.strings()
+		rows, err = s.hotQuery(ctx, s.sqlTailFetch, from, a[0], limit)
 	} else {
-		var leaseP, doneP []int32
-		var epochs, ids []int64
+		// $4, $5: the fenced partitions and their epochs; $7, $8: the
+		// delivered records (partition, id) of those partitions.
+		args.start()
 		for i, d := range dones {
-			if d == nil {
-				continue
+			if d != nil {
+				args.add(int64(reqs[i].p))
 			}
-			p := int32(reqs[i].p)
-			leaseP, epochs = append(leaseP, p), append(epochs, d.epoch)
-			doneP, ids = appendN(doneP, p, len(d.ids)), append(ids, d.ids...)
 		}
-		rows, err = s.hotQuery(ctx, s.sqlTailComplete, from, ps, lims, leaseP, epochs, me, doneP, ids)
+		args.end()
+		args.start()
+		for _, d := range dones {
+			if d != nil {
+				args.add(d.epoch)
+			}
+		}
+		args.end()
+		args.start()
+		for i, d := range dones {
+			if d != nil {
+				for range d.ids {
+					args.add(int64(reqs[i].p))
+				}
+			}
+		}
+		args.end()
+		args.start()
+		for _, d := range dones {
+			if d != nil {
+				for _, id := range d.ids {
+					args.add(id)
+				}
+			}
+		}
+		args.end()
+		a := args.strings()
+		rows, err = s.hotQuery(ctx, s.sqlTailComplete, from, a[0], limit, a[1], a[2], me, a[3], a[4])
 	}
 	if err != nil {
 		return 0, nil, err
 	}
 	return scanFetch(rows, reqs, out)
+}
+
+// arrayText writes the array arguments of a statement as PostgreSQL array
+// literals ("{3,17,42}") into one reused buffer and returns them as
+// substrings of one string. pgx sends a string argument as text, as it is:
+// a tail poll's arrays then cost one allocation, where pgx's binary array
+// encoding cost several and grew its parameter and message buffers past the
+// sizes it keeps (256 and 1,024 bytes) on every poll, about 5 KB of garbage
+// per poll, most of the relay's allocations at steady load (bench/README.md,
+// "Steady-state garbage").
+type arrayText struct {
+	buf  []byte
+	ends []int    // where each array ends in buf
+	out  []string // strings' result, reused
+	any  bool     // the current array has an element
+}
+
+func (a *arrayText) reset() { a.buf, a.ends = a.buf[:0], a.ends[:0] }
+
+// start opens an array, add appends an element to it, end closes it.
+func (a *arrayText) start() { a.buf, a.any = append(a.buf, '{'), false }
+
+func (a *arrayText) add(v int64) {
+	if a.any {
+		a.buf = append(a.buf, ',')
+	}
+	a.buf, a.any = strconv.AppendInt(a.buf, v, 10), true
+}
+
+func (a *arrayText) end() {
+	a.buf = append(a.buf, '}')
+	a.ends = append(a.ends, len(a.buf))
+}
+
+// strings returns the arrays written since reset, in order; the slice is
+// reused by the next call.
+func (a *arrayText) strings() []string {
+	all := string(a.buf)
+	a.out = a.out[:0]
+	from := 0
+	for _, e := range a.ends {
+		a.out = append(a.out, all[from:e])
+		from = e
+	}
+	return a.out
 }
 
 // maxID returns the newest record id (0 for an empty table).
@@ -687,26 +769,16 @@ func fetchArgs(reqs []fetchReq, out []fetchResult) (ps, lims []int32) {
 // them).
 func scanFetch(rows pgx.Rows, reqs []fetchReq, out []fetchResult) (maxID int64, held []int32, err error) {
 	defer rows.Close()
-	at := make(map[int]int, len(reqs))
-	for i, r := range reqs {
-		at[r.p] = i
-	}
 	sc := fetchScratchPool.Get().(*fetchScratch)
 	defer sc.release()
-	counts := make([]int, len(reqs))
-	var (
-		cur         fetched
-		p, attempts int32
-		md          string
-		sec         float64
-	)
-	dest := []any{&p, &cur.id, &cur.key, &cur.topic, &cur.messageID, &cur.payload, &md, &attempts, &cur.createdAt, &sec}
+	sc.index(reqs)
+	cur := &sc.cur
 	for rows.Next() {
-		cur = fetched{}
-		if err := rows.Scan(dest...); err != nil {
+		*cur = fetched{}
+		if err := rows.Scan(sc.dest...); err != nil {
 			return 0, nil, err
 		}
-		switch p {
+		switch sc.p {
 		case -1:
 			maxID = cur.id
 			continue
@@ -714,26 +786,26 @@ func scanFetch(rows pgx.Rows, reqs []fetchReq, out []fetchResult) (maxID int64, 
 			held = append(held, int32(cur.id))
 			continue
 		}
-		i, ok := at[int(p)]
-		if !ok {
-			return 0, nil, fmt.Errorf("postrelay: fetch returned partition %d, which was not asked for", p)
+		i := sc.lookup(sc.p)
+		if i < 0 {
+			return 0, nil, fmt.Errorf("postrelay: fetch returned partition %d, which was not asked for", sc.p)
 		}
 		if cur.id == 0 { // the partition's held-records summary
-			out[i].nextHeld, out[i].hasHeld = time.Duration(sec*float64(time.Second)), true
+			out[i].nextHeld, out[i].hasHeld = time.Duration(sc.sec*float64(time.Second)), true
 			continue
 		}
-		cur.attempts = int(attempts)
-		cur.age = time.Duration(sec * float64(time.Second))
-		cur.mdText = md
-		cur.metadata, cur.mdErr = DecodeMetadata([]byte(md))
-		sc.rows = append(sc.rows, cur)
+		cur.attempts = int(sc.attempts)
+		cur.age = time.Duration(sc.sec * float64(time.Second))
+		cur.mdText = sc.md
+		cur.metadata, cur.mdErr = DecodeMetadata([]byte(sc.md))
+		sc.rows = append(sc.rows, *cur)
 		sc.at = append(sc.at, i)
-		counts[i]++
+		sc.counts[i]++
 	}
 	if err := rows.Err(); err != nil {
 		return 0, nil, err
 	}
-	for i, n := range counts {
+	for i, n := range sc.counts {
 		if n > 0 {
 			out[i].batch = make([]fetched, 0, n)
 		}
@@ -745,14 +817,53 @@ func scanFetch(rows pgx.Rows, reqs []fetchReq, out []fetchResult) (maxID int64, 
 	return maxID, held, nil
 }
 
-// fetchScratch holds a fetch's rows while scanFetch reads them; rows[k]
-// belongs to out[at[k]].
+// fetchScratch is what scanFetch reads a fetch's rows with, pooled: at
+// steady load the tail polls hundreds of times a second, and a map from
+// partition to request, the per-partition counts and the scan targets
+// allocated per poll were, with pgx's array encoding, most of the relay's
+// garbage (bench/README.md, "Steady-state garbage"). rows[k] belongs to
+// out[at[k]].
 type fetchScratch struct {
-	rows []fetched
-	at   []int
+	rows   []fetched
+	at     []int
+	counts []int   // rows per request
+	slot   []int32 // partition → 1 + its request's index (0: not asked for)
+	asked  []int   // the partitions set in slot
+	// the scan targets, and dest pointing at them
+	cur         fetched
+	p, attempts int32
+	md          string
+	sec         float64
+	dest        []any
 }
 
-var fetchScratchPool = sync.Pool{New: func() any { return new(fetchScratch) }}
+var fetchScratchPool = sync.Pool{New: func() any {
+	sc := new(fetchScratch)
+	sc.dest = []any{&sc.p, &sc.cur.id, &sc.cur.key, &sc.cur.topic, &sc.cur.messageID, &sc.cur.payload, &sc.md, &sc.attempts, &sc.cur.createdAt, &sc.sec}
+	return sc
+}}
+
+// index prepares the scratch for reqs: lookup finds a partition's request
+// and counts is zeroed.
+func (sc *fetchScratch) index(reqs []fetchReq) {
+	sc.counts = slices.Grow(sc.counts[:0], len(reqs))[:len(reqs)]
+	clear(sc.counts)
+	for i, r := range reqs {
+		if r.p >= len(sc.slot) {
+			sc.slot = slices.Grow(sc.slot, r.p+1-len(sc.slot))[:r.p+1]
+		}
+		sc.slot[r.p] = int32(i + 1)
+		sc.asked = append(sc.asked, r.p)
+	}
+}
+
+// lookup returns the index of partition p's request, or -1.
+func (sc *fetchScratch) lookup(p int32) int {
+	if p < 0 || int(p) >= len(sc.slot) {
+		return -1
+	}
+	return int(sc.slot[p]) - 1
+}
 
 // release empties the scratch (dropping its references to the records'
 // values) and returns it to the pool; one that grew past what a shared
@@ -764,6 +875,11 @@ func (sc *fetchScratch) release() {
 	}
 	clear(sc.rows)
 	sc.rows, sc.at = sc.rows[:0], sc.at[:0]
+	for _, p := range sc.asked {
+		sc.slot[p] = 0
+	}
+	sc.asked = sc.asked[:0]
+	sc.cur, sc.md = fetched{}, ""
 	fetchScratchPool.Put(sc)
 }
 

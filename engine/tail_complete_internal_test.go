@@ -202,7 +202,7 @@ func twoPartitionKeys(n int) (string, string) {
 	return a, b
 }
 
-func writeKeys(t *testing.T, pool *pgxpool.Pool, cfg Config, keys ...string) {
+func writeKeys(t testing.TB, pool *pgxpool.Pool, cfg Config, keys ...string) {
 	t.Helper()
 	ctx := context.Background()
 	tx, err := pool.Begin(ctx)
