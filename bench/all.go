@@ -121,7 +121,7 @@ func runAll(ctx context.Context, o options, out io.Writer) (*AllResult, error) {
 			return nil, err
 		}
 	}
-	step("scale: 1, 2, 4, 8 relays, 5 ms publish delay, 8 in flight per relay")
+	step(fmt.Sprintf("scale: 1, 2, 4, 8 relays, 20,000 records each, 5 ms publish delay, 8 in flight per relay, %d rounds", o.rounds))
 	s := o
 	s.out = "bench/scale.svg"
 	if res.Scale, err = runScale(ctx, s, out); err != nil {

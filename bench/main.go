@@ -43,6 +43,7 @@ import (
 type options struct {
 	databaseURL  string
 	records      int
+	fixedTotal   bool
 	keys         int
 	partitions   int
 	instances    string
@@ -101,8 +102,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	var o options
 	fs.StringVar(&o.databaseURL, "database-url", envOr("POSTRELAY_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"), "PostgreSQL URL")
-	fs.IntVar(&o.records, "records", 0, "records to preload (drain, console: 200000; scale: 20000)")
-	fs.IntVar(&o.keys, "keys", 0, "distinct keys (drain, console: 1000; scale: 10000)")
+	fs.IntVar(&o.records, "records", 0, "records to preload (drain, console: 200000; scale: 20000 per relay)")
+	fs.BoolVar(&o.fixedTotal, "fixed-total", false, "scale: preload --records and --keys in total for every relay count, not per relay")
+	fs.IntVar(&o.keys, "keys", 0, "distinct keys (drain, console: 1000; scale: 10000 per relay)")
 	fs.IntVar(&o.partitions, "partitions", 64, "partitions")
 	fs.StringVar(&o.instances, "instances", "", "relay processes (drain: 1; scale: 1,2,4,8)")
 	fs.DurationVar(&o.publishDelay, "publish-delay", -1, "simulated broker round trip per Publish call (drain: 0, scale: 5ms)")
@@ -111,7 +113,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.rates, "rate", "1000", "latency: producer transactions offered per second (a comma list runs each rate)")
 	fs.DurationVar(&o.duration, "duration", 0, "latency: 10s; write: 5s (each measurement)")
 	fs.DurationVar(&o.warmup, "warmup", -1, "latency, write's commit cost: load before each measurement, not measured (2s)")
-	fs.IntVar(&o.rounds, "rounds", 0, "latency, drain: 1; write, console, all: 3 (rounds alternating the systems; drain reverses the order every other round)")
+	fs.IntVar(&o.rounds, "rounds", 0, "latency, drain, scale: 1; write, console, all: 3 (rounds alternating the systems; drain reverses the order every other round)")
 	fs.StringVar(&o.commitRates, "commit-rates", "1000,3000", "write: paced rates of the COMMIT cost comparison (empty: skip it)")
 	fs.BoolVar(&o.commitReference, "commit-reference", true, "latency: also run the plain-table COMMIT reference in each round")
 	fs.BoolVar(&o.vacuumCatalogs, "vacuum-catalogs", false, "VACUUM the system catalogs schema churn bloats (pg_class, pg_attribute, pg_type, pg_depend, …) before the run")

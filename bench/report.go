@@ -145,11 +145,15 @@ func resultsMarkdown(r *AllResult) string {
 	p("| write: bulk, %d records per tx | %.0f rec/s | | | | ≥ 50,000 rec/s |\n", w.BulkBatch, w.BulkRecordsPerSec)
 	steadyMarkdown(&b, r)
 	s := r.Scale
-	p("\nScale (%d records, %d keys, %d partitions, %.0f ms publish delay, %d publishes in flight per relay):\n\n",
-		s.Records, s.Keys, s.Partitions, s.PublishDelayMS, s.Concurrency)
-	p("| relays | seconds | records/s | efficiency |\n|---|---|---|---|\n")
+	per := " per relay (N relays drain N times as many)"
+	if s.FixedTotal {
+		per = " in every drain"
+	}
+	p("\nScale (%d records and %d keys%s, %d partitions, %.0f ms publish delay, %d publishes in flight per relay; medians of %d rounds):\n\n",
+		s.Records, s.Keys, per, s.Partitions, s.PublishDelayMS, s.Concurrency, max(s.Rounds, 1))
+	p("| relays | seconds | records/s | efficiency | records/s per round |\n|---|---|---|---|---|\n")
 	for _, pt := range s.Points {
-		p("| %d | %.2f | %.0f | %.2f |\n", pt.Instances, pt.Seconds, pt.RecordsPerSec, pt.Efficiency)
+		p("| %d | %.2f | %.0f | %.2f | %s |\n", pt.Instances, pt.Seconds, pt.RecordsPerSec, pt.Efficiency, joinRates(pt.RoundRates))
 	}
 	p("\n![scale chart](scale.svg)\n\n")
 	return b.String()

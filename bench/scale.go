@@ -12,9 +12,13 @@ import (
 
 // ScaleResult is the scale scenario's JSON.
 type ScaleResult struct {
-	Scenario       string       `json:"scenario"`
+	Scenario string `json:"scenario"`
+	// Records and Keys are per relay (each N-relay drain preloads N times
+	// as many) unless FixedTotal: then every drain preloads them.
 	Records        int          `json:"records"`
 	Keys           int          `json:"keys"`
+	FixedTotal     bool         `json:"fixed_total"`
+	Rounds         int          `json:"rounds"`
 	Partitions     int          `json:"partitions"`
 	PublishDelayMS float64      `json:"publish_delay_ms"`
 	Concurrency    int          `json:"instance_concurrency"`
@@ -22,23 +26,34 @@ type ScaleResult struct {
 	Chart          string       `json:"chart"`
 }
 
-// ScalePoint is one instance count.
+// ScalePoint is one instance count: medians over the rounds, and each
+// round's rate.
 type ScalePoint struct {
-	Instances     int     `json:"instances"`
-	Seconds       float64 `json:"seconds"`
-	RecordsPerSec float64 `json:"records_per_sec"`
-	Efficiency    float64 `json:"efficiency"`
+	Instances     int       `json:"instances"`
+	Seconds       float64   `json:"seconds"`
+	RecordsPerSec float64   `json:"records_per_sec"`
+	Efficiency    float64   `json:"efficiency"`
+	RoundRates    []float64 `json:"round_rates,omitempty"`
 }
 
-// runScale drains the same workload with 1, 2, 4, 8 relay processes, each
-// bounded to --instance-concurrency publishes in flight against a broker
-// with a --publish-delay round trip: the relays, not PostgreSQL, are the
+// runScale drains with 1, 2, 4, 8 relay processes, each bounded to
+// --instance-concurrency publishes in flight against a broker with a
+// --publish-delay round trip: the relays, not PostgreSQL, are the
 // bottleneck, so throughput should grow linearly.
+//
+// Each relay gets the same work whatever their number (weak scaling): N
+// relays drain N × --records records over N × --keys keys, so every drain
+// lasts about as long as the single relay's. With one fixed workload
+// (--fixed-total, how it ran before 2026-12-02) the 8-relay drain lasted
+// about 2 s, and its start and end, not the relays' rate, moved its figure
+// by ±10 % from run to run. --rounds repeats the series, in reverse order
+// every other round; each point is the median.
 func runScale(ctx context.Context, o options, out io.Writer) (*ScaleResult, error) {
 	o.records = orInt(o.records, 20000)
 	o.keys = orInt(o.keys, 10000)
 	o.publishDelay = orDur(o.publishDelay, 5*time.Millisecond)
 	o.concurrency = orInt(o.concurrency, 8)
+	o.rounds = orInt(o.rounds, 1)
 	if o.instances == "" {
 		o.instances = "1,2,4,8"
 	}
@@ -55,24 +70,41 @@ func runScale(ctx context.Context, o options, out io.Writer) (*ScaleResult, erro
 		return nil, err
 	}
 	defer pool.Close()
-	res := &ScaleResult{Scenario: "scale", Records: o.records, Keys: o.keys, Partitions: o.partitions,
-		PublishDelayMS: float64(o.publishDelay) / float64(time.Millisecond), Concurrency: o.concurrency, Chart: o.out}
+	res := &ScaleResult{Scenario: "scale", Records: o.records, Keys: o.keys, FixedTotal: o.fixedTotal, Rounds: o.rounds,
+		Partitions: o.partitions, PublishDelayMS: float64(o.publishDelay) / float64(time.Millisecond), Concurrency: o.concurrency, Chart: o.out}
+	rates := make([][]float64, len(counts))
+	secs := make([][]float64, len(counts))
+	for round := range o.rounds {
+		for k := range counts {
+			i := k
+			if round%2 == 1 {
+				i = len(counts) - 1 - k
+			}
+			n := counts[i]
+			run := o
+			if !o.fixedTotal {
+				run.records, run.keys = o.records*n, o.keys*n
+			}
+			d, err := drainOnce(ctx, pool, run, n, out)
+			if err != nil {
+				return nil, err
+			}
+			rates[i] = append(rates[i], d.RecordsPerSec)
+			secs[i] = append(secs[i], d.Seconds)
+		}
+	}
 	var base float64
-	for _, n := range counts {
-		d, err := drainOnce(ctx, pool, o, n, out)
-		if err != nil {
-			return nil, err
-		}
-		p := ScalePoint{Instances: n, Seconds: d.Seconds, RecordsPerSec: d.RecordsPerSec}
+	for i, n := range counts {
+		p := ScalePoint{Instances: n, Seconds: median(secs[i]), RecordsPerSec: median(rates[i]), RoundRates: rates[i]}
 		if base == 0 {
-			base = d.RecordsPerSec / float64(n)
+			base = p.RecordsPerSec / float64(n)
 		}
-		p.Efficiency = d.RecordsPerSec / (float64(n) * base)
+		p.Efficiency = p.RecordsPerSec / (float64(n) * base)
 		res.Points = append(res.Points, p)
 	}
-	fmt.Fprintf(out, "\n%-10s %10s %12s %10s\n", "relays", "seconds", "records/s", "efficiency")
+	fmt.Fprintf(out, "\n%-10s %10s %12s %10s  %s\n", "relays", "seconds", "records/s", "efficiency", "records/s per round")
 	for _, p := range res.Points {
-		fmt.Fprintf(out, "%-10d %10.2f %12.0f %10.2f\n", p.Instances, p.Seconds, p.RecordsPerSec, p.Efficiency)
+		fmt.Fprintf(out, "%-10d %10.2f %12.0f %10.2f  %s\n", p.Instances, p.Seconds, p.RecordsPerSec, p.Efficiency, joinRates(p.RoundRates))
 	}
 	if o.out != "" {
 		if err := os.WriteFile(o.out, []byte(scaleSVG(res)), 0o644); err != nil {
