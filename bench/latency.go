@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -127,9 +128,11 @@ func (p *latencyProbe) latencies() (fromStart, fromCommit []time.Duration) {
 	return fromStart, fromCommit
 }
 
-// dump writes one line per record: milliseconds since the first record's
-// start (just before its business INSERT), its latency from there and from
-// just before its COMMIT, in milliseconds, in start order.
+// dump writes a line "# <Unix µs of the first record's start>", a line
+// "# gc <Unix µs> <µs>" per garbage collection pause the runtime remembers,
+// and then one line per record: milliseconds since the first record's start
+// (just before its business INSERT), its latency from there and from just
+// before its COMMIT, in milliseconds, in start order.
 func (p *latencyProbe) dump(file string) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -152,6 +155,15 @@ func (p *latencyProbe) dump(file string) error {
 	})
 	slices.SortFunc(ss, func(a, b sample) int { return int(a.at - b.at) })
 	b := fmt.Appendf(nil, "# %d\n", first.UnixMicro())
+	// The process's last garbage collections (up to 256): when each pause
+	// ended (Unix µs) and how long it lasted (µs), to lay beside the slow
+	// records.
+	var gc debug.GCStats
+	gc.PauseQuantiles = nil
+	debug.ReadGCStats(&gc)
+	for i := range gc.PauseEnd {
+		b = fmt.Appendf(b, "# gc %d %d\n", gc.PauseEnd[i].UnixMicro(), gc.Pause[i].Microseconds())
+	}
 	for _, s := range ss {
 		b = fmt.Appendf(b, "%.3f %.3f %.3f\n", float64(s.at-time.Duration(first.UnixNano()))/1e6, float64(s.lat)/1e6, float64(s.fromCommit)/1e6)
 	}

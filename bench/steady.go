@@ -424,7 +424,10 @@ func steadyOnce(ctx context.Context, producers *pgxpool.Pool, orders string, o o
 	run.CPUPerRecordUS = cpuPerRecordUS(cpu, len(cd))
 	run.OwnCPUPerRecordUS = cpuPerRecordUS(ownUsed, len(cd))
 	run.ProcessCPUPerRecordUS = cpuPerRecordUS(selfUsed, len(cd))
-	if f := os.Getenv("BENCH_LATENCY_DUMP"); f != "" && sys == sysPostrelay { // diagnosis: the last postrelay run's records
+	if f := os.Getenv("BENCH_LATENCY_DUMP"); f != "" && sys != sysPlain { // diagnosis: each system's last run's records
+		if sys != sysPostrelay {
+			f += "." + sys
+		}
 		if err := probe.dump(f); err != nil {
 			return run, err
 		}
