@@ -159,7 +159,6 @@ func (p *latencyProbe) dump(file string) error {
 	// ended (Unix µs) and how long it lasted (µs), to lay beside the slow
 	// records.
 	var gc debug.GCStats
-	gc.PauseQuantiles = nil
 	debug.ReadGCStats(&gc)
 	for i := range gc.PauseEnd {
 		b = fmt.Appendf(b, "# gc %d %d\n", gc.PauseEnd[i].UnixMicro(), gc.Pause[i].Microseconds())
