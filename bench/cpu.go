@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -190,4 +192,96 @@ func (s *cpuSplit) since() (relay, postgres time.Duration) {
 		postgres += t - s.postgres[pid] // a process started since counts from 0
 	}
 	return relay, postgres
+}
+
+// walStats is a reading of pg_stat_wal: what the cluster wrote to its
+// write-ahead log (every client's, and the background processes'), to lay
+// beside a system's commits: WAL its relay writes is WAL the producers'
+// synchronous COMMITs wait to be flushed with theirs.
+type walStats struct {
+	records, fpi, bytes, syncs int64
+}
+
+func readWAL(ctx context.Context, pool *pgxpool.Pool) (walStats, error) {
+	var w walStats
+	err := pool.QueryRow(ctx, `SELECT wal_records, wal_fpi, wal_bytes::bigint, wal_sync FROM pg_stat_wal`).
+		Scan(&w.records, &w.fpi, &w.bytes, &w.syncs)
+	if err != nil {
+		return w, fmt.Errorf("read pg_stat_wal: %w", err)
+	}
+	return w, nil
+}
+
+func (w walStats) sub(o walStats) walStats {
+	return walStats{w.records - o.records, w.fpi - o.fpi, w.bytes - o.bytes, w.syncs - o.syncs}
+}
+
+// waitSampler samples, every millisecond, what this benchmark's backends
+// that are running COMMIT wait on (pg_stat_activity's wait_event_type and
+// wait_event; "CPU" when they wait on nothing): a diagnosis of where a
+// system's producers' commits spend their time (BENCH_WAIT_SAMPLE=1). The
+// sampler's own queries load every system alike.
+type waitSampler struct {
+	mu     sync.Mutex
+	counts map[string]int
+	stop   context.CancelFunc
+	done   chan struct{}
+}
+
+func startWaitSampler(ctx context.Context, pool *pgxpool.Pool) *waitSampler {
+	ctx, cancel := context.WithCancel(ctx)
+	s := &waitSampler{counts: map[string]int{}, stop: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		t := time.NewTicker(time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			rows, err := pool.Query(ctx, `SELECT coalesce(wait_event_type || ':' || wait_event, 'CPU') FROM pg_stat_activity
+				WHERE application_name = $1 AND state = 'active' AND lower(query) = 'commit'`, benchAppName)
+			if err != nil {
+				return
+			}
+			for rows.Next() {
+				var w string
+				if rows.Scan(&w) == nil {
+					s.mu.Lock()
+					s.counts[w]++
+					s.mu.Unlock()
+				}
+			}
+			rows.Close()
+		}
+	}()
+	return s
+}
+
+// end stops the sampler and returns its counts as text, most frequent first.
+func (s *waitSampler) end() string {
+	if s == nil {
+		return ""
+	}
+	s.stop()
+	<-s.done
+	type kv struct {
+		k string
+		n int
+	}
+	var all []kv
+	total := 0
+	for k, n := range s.counts {
+		all = append(all, kv{k, n})
+		total += n
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].n > all[j].n })
+	var b strings.Builder
+	fmt.Fprintf(&b, "COMMIT wait samples %d:", total)
+	for _, e := range all {
+		fmt.Fprintf(&b, " %s %d", e.k, e.n)
+	}
+	return b.String()
 }

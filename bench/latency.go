@@ -66,6 +66,7 @@ type LatencySeries struct {
 type latencyProbe struct {
 	starts    sync.Map // message id → time.Time (just before the business INSERT)
 	commits   sync.Map // message id → time.Time (just before COMMIT)
+	ends      sync.Map // message id → time.Time (COMMIT returned)
 	cmu       sync.Mutex
 	commitDur []time.Duration // each COMMIT's own duration
 	mu        sync.Mutex
@@ -126,6 +127,24 @@ func (p *latencyProbe) latencies() (fromStart, fromCommit []time.Duration) {
 	slices.Sort(fromStart)
 	slices.Sort(fromCommit)
 	return fromStart, fromCommit
+}
+
+// afterCommit returns the latencies from COMMIT's return to the publish,
+// sorted: what the relay adds once the producer's commit is durable (the
+// record is visible to other sessions a little before COMMIT returns, so
+// some are 0).
+func (p *latencyProbe) afterCommit() []time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []time.Duration
+	p.ends.Range(func(k, v any) bool {
+		if pub, ok := p.published[k.(string)]; ok {
+			out = append(out, max(pub.Sub(v.(time.Time)), 0))
+		}
+		return true
+	})
+	slices.Sort(out)
+	return out
 }
 
 // dump writes a line "# <Unix µs of the first record's start>", a line
@@ -224,10 +243,12 @@ func produce(ctx context.Context, pool *pgxpool.Pool, rate int, warmup, d time.D
 				if err := tx.Commit(ctx); err != nil {
 					probe.starts.Delete(id)
 					probe.commits.Delete(id)
+					probe.ends.Delete(id)
 					firstErr.CompareAndSwap(nil, err)
 					continue
 				}
 				if j.measured {
+					probe.ends.Store(id, time.Now())
 					probe.cmu.Lock()
 					probe.commitDur = append(probe.commitDur, time.Since(before))
 					probe.cmu.Unlock()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -87,6 +88,10 @@ type SystemRun struct {
 	FromCommitP50MS float64 `json:"from_commit_p50_ms"`
 	FromCommitP99MS float64 `json:"from_commit_p99_ms"`
 	FromCommitMaxMS float64 `json:"from_commit_max_ms"`
+	// From COMMIT's return to Publish: the relay's own delay, without the
+	// producer's WAL flush.
+	AfterCommitP50MS float64 `json:"after_commit_p50_ms"`
+	AfterCommitP99MS float64 `json:"after_commit_p99_ms"`
 	// The COMMIT statement's own duration.
 	CommitP50MS float64 `json:"commit_p50_ms"`
 	CommitP99MS float64 `json:"commit_p99_ms"`
@@ -100,6 +105,21 @@ type SystemRun struct {
 	OwnCPUPerRecordUS float64 `json:"own_cpu_us_per_record"`
 	// Of that, this process's (the rest is its PostgreSQL backends').
 	ProcessCPUPerRecordUS float64 `json:"process_cpu_us_per_record"`
+	// The cluster's write-ahead log per committed record over the measured
+	// window (pg_stat_wal; everything the cluster wrote, the relay's
+	// completions included): bytes, WAL records, full-page images, and
+	// WAL flushes (fsync) per 1,000 committed records.
+	WALBytesPerRecord   float64 `json:"wal_bytes_per_record"`
+	WALRecordsPerRecord float64 `json:"wal_records_per_record"`
+	WALFPIPerRecord     float64 `json:"wal_fpi_per_record"`
+	WALSyncsPer1000     float64 `json:"wal_syncs_per_1000"`
+	// This process's heap allocation per committed record and its
+	// garbage collections over the measured window (runtime.MemStats):
+	// the producers' share is the same for every system.
+	AllocBytesPerRecord float64 `json:"alloc_bytes_per_record"`
+	GCs                 uint32  `json:"gcs"`
+	// What the producers' COMMITs waited on, sampled (BENCH_WAIT_SAMPLE).
+	CommitWaits string `json:"commit_waits,omitempty"`
 }
 
 // Spread is the median and range of one figure over rounds.
@@ -128,11 +148,14 @@ type SystemSummary struct {
 	P99MS           Spread `json:"p99_ms"`
 	MaxMS           Spread `json:"max_ms"`
 	FromCommitP99MS Spread `json:"from_commit_p99_ms"`
-	AchievedRate    Spread `json:"achieved_rate"`
-	CPUPerRecordUS  Spread `json:"cpu_us_per_record"`
-	OwnCPUPerRecord Spread `json:"own_cpu_us_per_record"`
-	CommitP50MS     Spread `json:"commit_p50_ms"`
-	CommitP99MS     Spread `json:"commit_p99_ms"`
+	// From COMMIT's return (see SystemRun).
+	AfterCommitP50MS Spread `json:"after_commit_p50_ms"`
+	AfterCommitP99MS Spread `json:"after_commit_p99_ms"`
+	AchievedRate     Spread `json:"achieved_rate"`
+	CPUPerRecordUS   Spread `json:"cpu_us_per_record"`
+	OwnCPUPerRecord  Spread `json:"own_cpu_us_per_record"`
+	CommitP50MS      Spread `json:"commit_p50_ms"`
+	CommitP99MS      Spread `json:"commit_p99_ms"`
 	// Median COMMIT p99 over the plain table's median COMMIT p99 (issue 11
 	// goal 3: within 1.10), when the plain table ran.
 	CommitP99VsPlain float64 `json:"commit_p99_vs_plain,omitempty"`
@@ -154,15 +177,17 @@ func summarize(systems []string, runs []SystemRun) []SystemSummary {
 		}
 		out = append(out, SystemSummary{
 			System: sys, Rounds: len(rs),
-			P50MS:           spreadOf(rs, func(r SystemRun) float64 { return r.P50MS }),
-			P99MS:           spreadOf(rs, func(r SystemRun) float64 { return r.P99MS }),
-			MaxMS:           spreadOf(rs, func(r SystemRun) float64 { return r.MaxMS }),
-			FromCommitP99MS: spreadOf(rs, func(r SystemRun) float64 { return r.FromCommitP99MS }),
-			AchievedRate:    spreadOf(rs, func(r SystemRun) float64 { return r.AchievedRate }),
-			CPUPerRecordUS:  spreadOf(rs, func(r SystemRun) float64 { return r.CPUPerRecordUS }),
-			OwnCPUPerRecord: spreadOf(rs, func(r SystemRun) float64 { return r.OwnCPUPerRecordUS }),
-			CommitP50MS:     spreadOf(rs, func(r SystemRun) float64 { return r.CommitP50MS }),
-			CommitP99MS:     spreadOf(rs, func(r SystemRun) float64 { return r.CommitP99MS }),
+			P50MS:            spreadOf(rs, func(r SystemRun) float64 { return r.P50MS }),
+			P99MS:            spreadOf(rs, func(r SystemRun) float64 { return r.P99MS }),
+			MaxMS:            spreadOf(rs, func(r SystemRun) float64 { return r.MaxMS }),
+			FromCommitP99MS:  spreadOf(rs, func(r SystemRun) float64 { return r.FromCommitP99MS }),
+			AfterCommitP50MS: spreadOf(rs, func(r SystemRun) float64 { return r.AfterCommitP50MS }),
+			AfterCommitP99MS: spreadOf(rs, func(r SystemRun) float64 { return r.AfterCommitP99MS }),
+			AchievedRate:     spreadOf(rs, func(r SystemRun) float64 { return r.AchievedRate }),
+			CPUPerRecordUS:   spreadOf(rs, func(r SystemRun) float64 { return r.CPUPerRecordUS }),
+			OwnCPUPerRecord:  spreadOf(rs, func(r SystemRun) float64 { return r.OwnCPUPerRecordUS }),
+			CommitP50MS:      spreadOf(rs, func(r SystemRun) float64 { return r.CommitP50MS }),
+			CommitP99MS:      spreadOf(rs, func(r SystemRun) float64 { return r.CommitP99MS }),
 		})
 	}
 	for i := range out {
@@ -397,9 +422,21 @@ func steadyOnce(ctx context.Context, producers *pgxpool.Pool, orders string, o o
 	}
 	var cpu0 time.Duration
 	var own *ownCPU
+	var wal0 walStats
+	var walErr error
+	var mem0, mem1 runtime.MemStats
+	var sampler *waitSampler
 	achieved, err := produce(ctx, producers, rate, o.warmup, o.duration, probe, orders, rs.write, func() {
 		cpu0, own = machineCPU(), startOwnCPU(ctx, producers)
+		wal0, walErr = readWAL(ctx, producers)
+		runtime.ReadMemStats(&mem0)
+		if os.Getenv("BENCH_WAIT_SAMPLE") != "" {
+			sampler = startWaitSampler(ctx, producers)
+		}
 	})
+	if err == nil {
+		err = walErr
+	}
 	if err != nil {
 		_ = rs.stop()
 		return run, fmt.Errorf("%s: %w", sys, err)
@@ -412,6 +449,13 @@ func steadyOnce(ctx context.Context, producers *pgxpool.Pool, orders string, o o
 	}
 	cpu := machineCPU() - cpu0
 	ownUsed, selfUsed := own.since(ctx)
+	runtime.ReadMemStats(&mem1)
+	run.CommitWaits = sampler.end()
+	wal1, err := readWAL(ctx, producers)
+	if err != nil {
+		_ = rs.stop()
+		return run, fmt.Errorf("%s: %w", sys, err)
+	}
 	if err := rs.stop(); err != nil {
 		return run, fmt.Errorf("%s: stop: %w", sys, err)
 	}
@@ -420,10 +464,19 @@ func steadyOnce(ctx context.Context, producers *pgxpool.Pool, orders string, o o
 	run.AchievedRate, run.Samples = achieved, len(ls)
 	run.P50MS, run.P90MS, run.P99MS, run.MaxMS = pct(ls, 0.5), pct(ls, 0.9), pct(ls, 0.99), pct(ls, 1)
 	run.FromCommitP50MS, run.FromCommitP99MS, run.FromCommitMaxMS = pct(lc, 0.5), pct(lc, 0.99), pct(lc, 1)
+	ac := probe.afterCommit()
+	run.AfterCommitP50MS, run.AfterCommitP99MS = pct(ac, 0.5), pct(ac, 0.99)
 	run.CommitP50MS, run.CommitP99MS, run.CommitMaxMS = pct(cd, 0.5), pct(cd, 0.99), pct(cd, 1)
 	run.CPUPerRecordUS = cpuPerRecordUS(cpu, len(cd))
 	run.OwnCPUPerRecordUS = cpuPerRecordUS(ownUsed, len(cd))
 	run.ProcessCPUPerRecordUS = cpuPerRecordUS(selfUsed, len(cd))
+	if n := float64(len(cd)); n > 0 {
+		w := wal1.sub(wal0)
+		run.WALBytesPerRecord, run.WALRecordsPerRecord = float64(w.bytes)/n, float64(w.records)/n
+		run.WALFPIPerRecord, run.WALSyncsPer1000 = float64(w.fpi)/n, 1000*float64(w.syncs)/n
+		run.AllocBytesPerRecord = float64(mem1.TotalAlloc-mem0.TotalAlloc) / n
+	}
+	run.GCs = mem1.NumGC - mem0.NumGC
 	if f := os.Getenv("BENCH_LATENCY_DUMP"); f != "" && sys != sysPlain { // diagnosis: each system's last run's records
 		if sys != sysPostrelay {
 			f += "." + sys
@@ -478,12 +531,22 @@ func ordersTable(ctx context.Context, pool *pgxpool.Pool, o options) (string, fu
 
 func printRun(out io.Writer, r SystemRun) {
 	if r.System == sysPlain {
-		fmt.Fprintf(out, "  round %d %-20s rate %6.0f/s  (no relay)  COMMIT p50 %.2f / p99 %.2f / max %.2f ms  machine CPU %.0f µs/record, own %.0f (process %.0f)\n",
-			r.Round, r.System, r.AchievedRate, r.CommitP50MS, r.CommitP99MS, r.CommitMaxMS, r.CPUPerRecordUS, r.OwnCPUPerRecordUS, r.ProcessCPUPerRecordUS)
+		fmt.Fprintf(out, "  round %d %-20s rate %6.0f/s  (no relay)  COMMIT p50 %.2f / p99 %.2f / max %.2f ms  machine CPU %.0f µs/record, own %.0f (process %.0f)%s\n",
+			r.Round, r.System, r.AchievedRate, r.CommitP50MS, r.CommitP99MS, r.CommitMaxMS, r.CPUPerRecordUS, r.OwnCPUPerRecordUS, r.ProcessCPUPerRecordUS, walText(r))
 		return
 	}
-	fmt.Fprintf(out, "  round %d %-20s rate %6.0f/s  p50 %6.2f  p90 %6.2f  p99 %6.2f  max %7.2f ms  from COMMIT p99 %6.2f ms  COMMIT p50 %.2f / p99 %.2f ms  machine CPU %.0f µs/record, own %.0f (process %.0f)  (%d samples)\n",
-		r.Round, r.System, r.AchievedRate, r.P50MS, r.P90MS, r.P99MS, r.MaxMS, r.FromCommitP99MS, r.CommitP50MS, r.CommitP99MS, r.CPUPerRecordUS, r.OwnCPUPerRecordUS, r.ProcessCPUPerRecordUS, r.Samples)
+	fmt.Fprintf(out, "  round %d %-20s rate %6.0f/s  p50 %6.2f  p90 %6.2f  p99 %6.2f  max %7.2f ms  from COMMIT p99 %6.2f ms  after COMMIT p50 %.2f / p99 %.2f ms  COMMIT p50 %.2f / p99 %.2f ms  machine CPU %.0f µs/record, own %.0f (process %.0f)  (%d samples)%s\n",
+		r.Round, r.System, r.AchievedRate, r.P50MS, r.P90MS, r.P99MS, r.MaxMS, r.FromCommitP99MS, r.AfterCommitP50MS, r.AfterCommitP99MS, r.CommitP50MS, r.CommitP99MS, r.CPUPerRecordUS, r.OwnCPUPerRecordUS, r.ProcessCPUPerRecordUS, r.Samples, walText(r))
+}
+
+// walText is a run's WAL per committed record, for its line.
+func walText(r SystemRun) string {
+	if r.CommitWaits != "" {
+		return fmt.Sprintf("  WAL %.0f B / %.1f records / %.3f FPI per record, %.0f flushes per 1,000  heap %.0f B per record, %d GCs  %s",
+			r.WALBytesPerRecord, r.WALRecordsPerRecord, r.WALFPIPerRecord, r.WALSyncsPer1000, r.AllocBytesPerRecord, r.GCs, r.CommitWaits)
+	}
+	return fmt.Sprintf("  WAL %.0f B / %.1f records / %.3f FPI per record, %.0f flushes per 1,000  heap %.0f B per record, %d GCs",
+		r.WALBytesPerRecord, r.WALRecordsPerRecord, r.WALFPIPerRecord, r.WALSyncsPer1000, r.AllocBytesPerRecord, r.GCs)
 }
 
 func printSummaries(out io.Writer, rate int, ss []SystemSummary) {
@@ -501,8 +564,8 @@ func printSummaries(out io.Writer, rate int, ss []SystemSummary) {
 		if s.CommitP99VsPlain > 0 {
 			vs = fmt.Sprintf(" (%.2f× / %.2f× the plain table's)", s.CommitP50VsPlain, s.CommitP99VsPlain)
 		}
-		fmt.Fprintf(out, "  %-20s rate %s/s  p50 %s  p99 %s  max %s ms  CPU %s µs/record, own %s  COMMIT p50 %s / p99 %s ms%s\n", s.System,
-			sp(s.AchievedRate, "%.0f"), sp(s.P50MS, "%.2f"), sp(s.P99MS, "%.2f"), sp(s.MaxMS, "%.1f"), sp(s.CPUPerRecordUS, "%.0f"), sp(s.OwnCPUPerRecord, "%.0f"),
+		fmt.Fprintf(out, "  %-20s rate %s/s  p50 %s  p99 %s  max %s ms  after COMMIT p50 %s / p99 %s ms  CPU %s µs/record, own %s  COMMIT p50 %s / p99 %s ms%s\n", s.System,
+			sp(s.AchievedRate, "%.0f"), sp(s.P50MS, "%.2f"), sp(s.P99MS, "%.2f"), sp(s.MaxMS, "%.1f"), sp(s.AfterCommitP50MS, "%.2f"), sp(s.AfterCommitP99MS, "%.2f"), sp(s.CPUPerRecordUS, "%.0f"), sp(s.OwnCPUPerRecord, "%.0f"),
 			sp(s.CommitP50MS, "%.2f"), sp(s.CommitP99MS, "%.2f"), vs)
 	}
 }

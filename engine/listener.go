@@ -158,6 +158,7 @@ func (t *tail) Serve(ctx context.Context) error {
 		case <-timer.C:
 		}
 		timer.Stop()
+		started := time.Now()
 		found, err := t.poll(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -170,8 +171,18 @@ func (t *tail) Serve(ctx context.Context) error {
 			busyUntil = now.Add(tailBusyWindow)
 		}
 		interval = nextTailInterval(now.Before(busyUntil), interval, t.d.interval)
-		timer.Reset(interval)
+		timer.Reset(tailWait(interval, now.Sub(started)))
 	}
+}
+
+// tailWait is the wait after a poll that took took, for polls to start
+// every interval: what a record committed just after a poll's snapshot
+// waits for the next is then interval, not interval plus the poll's own
+// time. A poll slower than half the interval still leaves half the
+// interval to the next, so an overloaded database is not polled back to
+// back.
+func tailWait(interval, took time.Duration) time.Duration {
+	return max(interval-took, interval/2)
 }
 
 // poll fetches for the waiting actors and hands over what it found. It

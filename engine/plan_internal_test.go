@@ -234,3 +234,20 @@ func TestNextTailInterval(t *testing.T) {
 		require.Equal(t, tc.want, nextTailInterval(tc.busy, tc.last, tc.tail), "%+v", tc)
 	}
 }
+
+func TestTailWaitKeepsPollsAnIntervalApartFromStartToStart(t *testing.T) {
+	t.Parallel()
+	ms := time.Millisecond
+	us := time.Microsecond
+	for _, tc := range []struct {
+		interval, took, want time.Duration
+	}{
+		{interval: 2 * ms, took: 700 * us, want: 1300 * us}, // the poll's own time counts toward the interval
+		{interval: 2 * ms, took: 0, want: 2 * ms},
+		{interval: 2 * ms, took: 1 * ms, want: 1 * ms},
+		{interval: 2 * ms, took: 5 * ms, want: 1 * ms}, // a slow poll: still half an interval before the next
+		{interval: 50 * ms, took: 1 * ms, want: 49 * ms},
+	} {
+		require.Equal(t, tc.want, tailWait(tc.interval, tc.took), "%+v", tc)
+	}
+}

@@ -23,8 +23,15 @@ func BenchmarkTailPoll(b *testing.B) {
 			name = "steady"
 		}
 		b.Run(name, func(b *testing.B) {
-			pool, _, cfg, st := newTestStore(b, parts)
+			pool, _, cfg, _ := newTestStore(b, parts)
 			ctx := context.Background()
+			// The delivery pool's sessions, as the engine runs the poll
+			// (generic plans, asynchronous commits).
+			st, err := openStore(ctx, pool, cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(st.close)
 			all := make([]int32, parts)
 			for p := range all {
 				all[p] = int32(p)
