@@ -219,7 +219,9 @@ func (w walStats) sub(o walStats) walStats {
 // waitSampler samples, every millisecond, what this benchmark's backends
 // that are running COMMIT wait on (pg_stat_activity's wait_event_type and
 // wait_event; "CPU" when they wait on nothing): a diagnosis of where a
-// system's producers' commits spend their time (BENCH_WAIT_SAMPLE=1). The
+// system's producers' commits spend their time (BENCH_WAIT_SAMPLE=1; any
+// other value is a LIKE pattern of the lower-cased statements to sample
+// instead, e.g. '%probe as materialized%' for the tail poll). The
 // sampler's own queries load every system alike.
 type waitSampler struct {
 	mu     sync.Mutex
@@ -228,7 +230,7 @@ type waitSampler struct {
 	done   chan struct{}
 }
 
-func startWaitSampler(ctx context.Context, pool *pgxpool.Pool) *waitSampler {
+func startWaitSampler(ctx context.Context, pool *pgxpool.Pool, like string) *waitSampler {
 	ctx, cancel := context.WithCancel(ctx)
 	s := &waitSampler{counts: map[string]int{}, stop: cancel, done: make(chan struct{})}
 	go func() {
@@ -242,7 +244,7 @@ func startWaitSampler(ctx context.Context, pool *pgxpool.Pool) *waitSampler {
 			case <-t.C:
 			}
 			rows, err := pool.Query(ctx, `SELECT coalesce(wait_event_type || ':' || wait_event, 'CPU') FROM pg_stat_activity
-				WHERE application_name = $1 AND state = 'active' AND lower(query) = 'commit'`, benchAppName)
+				WHERE application_name = $1 AND state = 'active' AND lower(query) LIKE $2`, benchAppName, like)
 			if err != nil {
 				return
 			}
@@ -279,7 +281,7 @@ func (s *waitSampler) end() string {
 	}
 	sort.Slice(all, func(i, j int) bool { return all[i].n > all[j].n })
 	var b strings.Builder
-	fmt.Fprintf(&b, "COMMIT wait samples %d:", total)
+	fmt.Fprintf(&b, "wait samples %d:", total)
 	for _, e := range all {
 		fmt.Fprintf(&b, " %s %d", e.k, e.n)
 	}

@@ -150,12 +150,13 @@ func (p *latencyProbe) afterCommit() []time.Duration {
 // dump writes a line "# <Unix µs of the first record's start>", a line
 // "# gc <Unix µs> <µs>" per garbage collection pause the runtime remembers,
 // and then one line per record: milliseconds since the first record's start
-// (just before its business INSERT), its latency from there and from just
-// before its COMMIT, in milliseconds, in start order.
+// (just before its business INSERT), its latency from there, from just
+// before its COMMIT and from COMMIT's return, in milliseconds, in start
+// order.
 func (p *latencyProbe) dump(file string) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	type sample struct{ at, lat, fromCommit time.Duration }
+	type sample struct{ at, lat, fromCommit, afterCommit time.Duration }
 	var ss []sample
 	var first time.Time
 	p.starts.Range(func(k, v any) bool {
@@ -164,11 +165,14 @@ func (p *latencyProbe) dump(file string) error {
 			if first.IsZero() || at.Before(first) {
 				first = at
 			}
-			var fc time.Duration
+			var fc, ac time.Duration
 			if c, ok := p.commits.Load(k); ok {
 				fc = pub.Sub(c.(time.Time))
 			}
-			ss = append(ss, sample{at: time.Duration(at.UnixNano()), lat: pub.Sub(at), fromCommit: fc})
+			if e, ok := p.ends.Load(k); ok {
+				ac = pub.Sub(e.(time.Time))
+			}
+			ss = append(ss, sample{at: time.Duration(at.UnixNano()), lat: pub.Sub(at), fromCommit: fc, afterCommit: ac})
 		}
 		return true
 	})
@@ -183,7 +187,7 @@ func (p *latencyProbe) dump(file string) error {
 		b = fmt.Appendf(b, "# gc %d %d\n", gc.PauseEnd[i].UnixMicro(), gc.Pause[i].Microseconds())
 	}
 	for _, s := range ss {
-		b = fmt.Appendf(b, "%.3f %.3f %.3f\n", float64(s.at-time.Duration(first.UnixNano()))/1e6, float64(s.lat)/1e6, float64(s.fromCommit)/1e6)
+		b = fmt.Appendf(b, "%.3f %.3f %.3f %.3f\n", float64(s.at-time.Duration(first.UnixNano()))/1e6, float64(s.lat)/1e6, float64(s.fromCommit)/1e6, float64(s.afterCommit)/1e6)
 	}
 	return os.WriteFile(file, b, 0o644)
 }

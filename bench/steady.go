@@ -430,8 +430,11 @@ func steadyOnce(ctx context.Context, producers *pgxpool.Pool, orders string, o o
 		cpu0, own = machineCPU(), startOwnCPU(ctx, producers)
 		wal0, walErr = readWAL(ctx, producers)
 		runtime.ReadMemStats(&mem0)
-		if os.Getenv("BENCH_WAIT_SAMPLE") != "" {
-			sampler = startWaitSampler(ctx, producers)
+		if like := os.Getenv("BENCH_WAIT_SAMPLE"); like != "" {
+			if like == "1" {
+				like = "commit"
+			}
+			sampler = startWaitSampler(ctx, producers, like)
 		}
 	})
 	if err == nil {
