@@ -157,9 +157,11 @@ type Config struct {
 	// TailInterval is how often the relay's tail poll looks for new records
 	// (one statement: a probe of each waiting partition above the highest id
 	// seen, and a fetch of those with new records) while records arrive,
-	// from one poll's start to the next's (a poll slower than half of it
-	// still leaves half of it before the next): about the longest a record
-	// waits to be noticed under steady load. After a second
+	// from one poll's start to the next's while a poll takes a quarter of it
+	// or less (a slower poll is followed by a wait three times as long as it
+	// took, up to TailInterval, so that under load each poll carries more
+	// records): about the longest a record waits to be noticed under steady
+	// load. After a second
 	// without new records the polls space out to 20 a second until the next
 	// notification. Defaults to 2ms.
 	TailInterval time.Duration

@@ -175,14 +175,17 @@ func (t *tail) Serve(ctx context.Context) error {
 	}
 }
 
-// tailWait is the wait after a poll that took took, for polls to start
-// every interval: what a record committed just after a poll's snapshot
-// waits for the next is then interval, not interval plus the poll's own
-// time. A poll slower than half the interval still leaves half the
-// interval to the next, so an overloaded database is not polled back to
-// back.
+// tailWait is the wait after a poll that took took. While polls are quick
+// (a quarter of interval or less) they start every interval: a record
+// committed just after a poll's snapshot waits interval for the next, not
+// interval plus the poll's own time. A slower poll is followed by a wait
+// three times as long as it took, up to interval, so the tail keeps its
+// connection at most a quarter busy unless the interval itself allows more
+// (where a poll takes a third of interval or more this is the wait of an
+// interval after each poll): under load each poll carries more records,
+// and the database's CPU goes to the application's commits.
 func tailWait(interval, took time.Duration) time.Duration {
-	return max(interval-took, interval/2)
+	return max(interval-took, min(3*took, interval))
 }
 
 // poll fetches for the waiting actors and hands over what it found. It

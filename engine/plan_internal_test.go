@@ -235,17 +235,19 @@ func TestNextTailInterval(t *testing.T) {
 	}
 }
 
-func TestTailWaitKeepsPollsAnIntervalApartFromStartToStart(t *testing.T) {
+func TestTailWaitStartsQuickPollsAnIntervalApart(t *testing.T) {
 	t.Parallel()
 	ms := time.Millisecond
 	us := time.Microsecond
 	for _, tc := range []struct {
 		interval, took, want time.Duration
 	}{
-		{interval: 2 * ms, took: 700 * us, want: 1300 * us}, // the poll's own time counts toward the interval
 		{interval: 2 * ms, took: 0, want: 2 * ms},
-		{interval: 2 * ms, took: 1 * ms, want: 1 * ms},
-		{interval: 2 * ms, took: 5 * ms, want: 1 * ms}, // a slow poll: still half an interval before the next
+		{interval: 2 * ms, took: 400 * us, want: 1600 * us}, // a quick poll: the next starts an interval after it started
+		{interval: 2 * ms, took: 500 * us, want: 1500 * us},
+		{interval: 2 * ms, took: 600 * us, want: 1800 * us}, // slower: three times as long again
+		{interval: 2 * ms, took: 1 * ms, want: 2 * ms},      // a third of the interval or more: an interval after it ended
+		{interval: 2 * ms, took: 5 * ms, want: 2 * ms},
 		{interval: 50 * ms, took: 1 * ms, want: 49 * ms},
 	} {
 		require.Equal(t, tc.want, tailWait(tc.interval, tc.took), "%+v", tc)
