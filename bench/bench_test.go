@@ -55,10 +55,16 @@ func TestScenariosRunEndToEnd(t *testing.T) {
 	require.Equal(t, []string{sysPostrelay, sysForwarder, sysPlain}, systemsOf(l.Systems))
 	for _, r := range l.Runs {
 		require.Positive(t, r.CommitP99MS, r.System)
+		// Every system's transactions write WAL, and its producers allocate.
+		require.Positive(t, r.WALBytesPerRecord, r.System)
+		require.Positive(t, r.WALRecordsPerRecord, r.System)
+		require.Positive(t, r.AllocBytesPerRecord, r.System)
 		if r.System != sysPlain {
 			// Every committed record was published (waitPublished fails otherwise).
 			require.Positive(t, r.Samples, r.System)
 			require.LessOrEqual(t, r.FromCommitP50MS, r.P50MS, r.System)
+			require.LessOrEqual(t, r.AfterCommitP50MS, r.FromCommitP50MS, r.System)
+			require.Positive(t, r.AfterCommitP99MS, r.System)
 		}
 	}
 	plain := l.Systems[2]
@@ -210,11 +216,11 @@ func TestCPUPerRecord(t *testing.T) {
 func TestResultsMarkdown(t *testing.T) {
 	t.Parallel()
 	runs := []SystemRun{
-		{System: sysPostrelay, AchievedRate: 1000, P50MS: 4, P99MS: 20, MaxMS: 50, CommitP50MS: 1, CommitP99MS: 11, CPUPerRecordUS: 900},
+		{System: sysPostrelay, AchievedRate: 1000, P50MS: 4, P99MS: 20, MaxMS: 50, AfterCommitP50MS: 1.5, AfterCommitP99MS: 5, CommitP50MS: 1, CommitP99MS: 11, CPUPerRecordUS: 900},
 		{System: sysRiver, AchievedRate: 990, P50MS: 5, P99MS: 40, MaxMS: 90, CommitP50MS: 1.2, CommitP99MS: 15, CPUPerRecordUS: 1300},
 		{System: sysForwarder, AchievedRate: 1000, P50MS: 3, P99MS: 18, MaxMS: 40, CommitP50MS: 1.1, CommitP99MS: 12, CPUPerRecordUS: 1100},
 		{System: sysPlain, AchievedRate: 1000, CommitP50MS: 1, CommitP99MS: 10, CPUPerRecordUS: 700},
-		{System: sysPostrelay, AchievedRate: 1000, P50MS: 6, P99MS: 30, MaxMS: 70, CommitP50MS: 1, CommitP99MS: 12, CPUPerRecordUS: 950},
+		{System: sysPostrelay, AchievedRate: 1000, P50MS: 6, P99MS: 30, MaxMS: 70, AfterCommitP50MS: 2.5, AfterCommitP99MS: 7, CommitP50MS: 1, CommitP99MS: 12, CPUPerRecordUS: 950},
 	}
 	systems := []string{sysPostrelay, sysRiver, sysForwarder, sysPlain}
 	lat := &LatencyResult{TargetRate: 1000, Rounds: 2, DurationSec: 10, WarmupSec: 2, P99MS: 25, Systems: summarize(systems, runs), Runs: runs}
@@ -246,6 +252,9 @@ func TestResultsMarkdown(t *testing.T) {
 	require.Contains(t, md, "5.0× River")
 	require.Contains(t, md, "| postrelay | 1000 | 5.0 (4.0–6.0) | 25.0 (20.0–30.0) |")
 	require.Contains(t, md, "| River | 990 | 5.0 | 40.0 |")
+	// The latency from COMMIT's return, where the rounds have it.
+	require.Contains(t, md, "| 2.00 (1.50–2.50) / 6.0 (5.0–7.0) |")
+	require.Regexp(t, `\| River \| 990 \|[^\n]*\| – \|`, md)
 	require.Contains(t, md, "p99 0.62× River's, p99 1.39× the forwarder's")
 	require.Contains(t, md, "| 1000 | postrelay | 1000 | 1.00 | 11.5 (11.0–12.0) | 1.00× | 1.15× |")
 	require.Contains(t, md, "latency at 5000 rec/s (achieved 0), from just before COMMIT")

@@ -7,7 +7,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -224,8 +223,8 @@ func (w walStats) sub(o walStats) walStats {
 // instead, e.g. '%probe as materialized%' for the tail poll). The
 // sampler's own queries load every system alike.
 type waitSampler struct {
-	mu     sync.Mutex
-	counts map[string]int
+	counts map[string]int // written by the sampling goroutine only, read after done
+	err    error          // the query error that ended the sampling early, if any
 	stop   context.CancelFunc
 	done   chan struct{}
 }
@@ -245,18 +244,25 @@ func startWaitSampler(ctx context.Context, pool *pgxpool.Pool, like string) *wai
 			}
 			rows, err := pool.Query(ctx, `SELECT coalesce(wait_event_type || ':' || wait_event, 'CPU') FROM pg_stat_activity
 				WHERE application_name = $1 AND state = 'active' AND lower(query) LIKE $2`, benchAppName, like)
-			if err != nil {
-				return
-			}
-			for rows.Next() {
-				var w string
-				if rows.Scan(&w) == nil {
-					s.mu.Lock()
+			if err == nil {
+				for rows.Next() {
+					var w string
+					if err = rows.Scan(&w); err != nil {
+						break
+					}
 					s.counts[w]++
-					s.mu.Unlock()
+				}
+				rows.Close()
+				if err == nil {
+					err = rows.Err()
 				}
 			}
-			rows.Close()
+			if err != nil {
+				if ctx.Err() == nil {
+					s.err = err
+				}
+				return
+			}
 		}
 	}()
 	return s
@@ -284,6 +290,9 @@ func (s *waitSampler) end() string {
 	fmt.Fprintf(&b, "wait samples %d:", total)
 	for _, e := range all {
 		fmt.Fprintf(&b, " %s %d", e.k, e.n)
+	}
+	if s.err != nil {
+		fmt.Fprintf(&b, " (sampling stopped early: %v)", s.err)
 	}
 	return b.String()
 }

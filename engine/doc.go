@@ -28,7 +28,9 @@
 // partitioned by day and dropped a day at a time (retention.go); Replay
 // decodes the batches to re-publish their records. Records
 // are found by a tail poll (listener.go): while records arrive it runs
-// every TailInterval (2 ms), and in one statement probes the end of each
+// every TailInterval (2 ms; after a poll that took more than a quarter of
+// that, three times as long as it took, at most TailInterval, goes by
+// before the next), and in one statement probes the end of each
 // waiting partition's key range above the highest id it saw (less
 // tailLookback, for transactions that committed after that of a higher
 // id) and fetches, for every partition
