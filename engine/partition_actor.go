@@ -448,7 +448,15 @@ func (a *partitionActor) clearPending() {
 // the row names another owner or epoch.
 func (a *partitionActor) loadLease(ctx context.Context) error {
 	sent := time.Now()
-	l, err := a.d.leases.readLease(ctx, a.p)
+	// Not cut short by a stop (a rebalance stops actors that have just
+	// started): pgx closes a connection whose query a context cancels and
+	// sends PostgreSQL a cancel request on its way out, and a process that
+	// exits (or is killed) while such a request is in flight crashes
+	// PgBouncer 1.18 (pgbouncer/pgbouncer#801, Debian 12's version). The
+	// one-row read is bounded by StopTimeout; Serve checks ctx after it.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.d.cfg.stopTimeout)
+	defer cancel()
+	l, err := a.d.leases.readLease(rctx, a.p)
 	if err != nil {
 		return fmt.Errorf("postrelay: partition %d: read lease: %w", a.p, err)
 	}
