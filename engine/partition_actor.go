@@ -448,13 +448,7 @@ func (a *partitionActor) clearPending() {
 // the row names another owner or epoch.
 func (a *partitionActor) loadLease(ctx context.Context) error {
 	sent := time.Now()
-	// Not cut short by a stop (a rebalance stops actors that have just
-	// started): pgx closes a connection whose query a context cancels and
-	// sends PostgreSQL a cancel request on its way out, and a process that
-	// exits (or is killed) while such a request is in flight crashes
-	// PgBouncer 1.18 (pgbouncer/pgbouncer#801, Debian 12's version). The
-	// one-row read is bounded by StopTimeout; Serve checks ctx after it.
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.d.cfg.stopTimeout)
+	rctx, cancel := uninterrupted(ctx, a.d.cfg.stopTimeout)
 	defer cancel()
 	l, err := a.d.leases.readLease(rctx, a.p)
 	if err != nil {
@@ -467,6 +461,18 @@ func (a *partitionActor) loadLease(ctx context.Context) error {
 	e.leaseUntil = sent.Add(l.remaining)
 	a.apply(e)
 	return nil
+}
+
+// uninterrupted returns the context of a short statement that a stop
+// (ctx's cancellation) must not cut short, bounded by timeout instead: pgx
+// closes a connection whose statement a context interrupts and sends
+// PostgreSQL a cancel request on its way out, and a process that exits or
+// is killed while such a request is in flight crashes PgBouncer before
+// 1.21 (pgbouncer/pgbouncer#801; Debian 12 ships 1.18). A rebalance stops
+// actors that have just started, in their lease read. The caller checks
+// ctx after the statement.
+func uninterrupted(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), timeout)
 }
 
 // drainMailbox applies what the coordinator said about the lease.

@@ -135,3 +135,30 @@ func TestHandedBatchWaitingForASlotLeavesItsCohort(t *testing.T) {
 	cancel()
 	<-done
 }
+
+// A partition actor's lease read runs in a context its stop does not
+// cancel, bounded by StopTimeout instead, and the read still answers after
+// the actor's context is gone (see uninterrupted).
+func TestLeaseReadIsNotInterruptedByAStop(t *testing.T) {
+	t.Parallel()
+	_, _, cfg, st := newTestStore(t, 4)
+	cfg.InstanceID = "me"
+	const p = 1
+	got, err := st.acquire(context.Background(), "me", time.Minute, []int32{p})
+	require.NoError(t, err)
+
+	stopped, stop := context.WithCancel(context.Background())
+	stop()
+	rctx, cancel := uninterrupted(stopped, 5*time.Second)
+	defer cancel()
+	require.NoError(t, rctx.Err(), "the actor's stop cancels its lease read")
+	deadline, ok := rctx.Deadline()
+	require.True(t, ok, "the lease read must stay bounded")
+	require.WithinDuration(t, time.Now().Add(5*time.Second), deadline, time.Second)
+
+	// An actor stopped before its lease read still reads its lease.
+	deps := &partitionDeps{cfg: partitionConfigFrom(cfg), leases: st, emit: func(Event) {}}
+	a := newPartitionActor(deps, p, got[p], actors.NewMailbox[leaseMsg](1), actors.NewWaker())
+	require.NoError(t, a.loadLease(stopped))
+	require.True(t, a.st.held)
+}
