@@ -175,6 +175,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		}
 		root.Spawn(runCtx, "listener", &listener{d: listenerDeps{
 			connConfig: connConfig, channel: cfg.NotifyChannel(), wakers: wakers, tail: td.waker,
+			closeWait: cfg.StopTimeout,
 		}})
 	}
 	if cfg.Retention > 0 {

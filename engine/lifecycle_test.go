@@ -154,3 +154,29 @@ func TestSecondRunReturnsErrEngineStarted(t *testing.T) {
 	require.ErrorIs(t, err, engine.ErrEngineStarted, "after a clean stop")
 	require.ErrorContains(t, err, "an engine runs once")
 }
+
+// A stop while the listener waits for a notification ends promptly: the
+// listener waits for pgx to finish closing its connection (the cancel
+// request pgx sends on the way out, which a process must not exit in the
+// middle of behind PgBouncer before 1.21), and that wait ends with the
+// cleanup, not at its StopTimeout bound.
+func TestStopWithTheListenerWaitingEndsWithItsConnection(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	cfg := b.cfg
+	cfg.StopTimeout = time.Minute // longer than stop's own 30 s limit
+	r := start(t, b, cfg, b.pub)
+	listening := func() bool {
+		var n int
+		require.NoError(t, b.pool.QueryRow(context.Background(),
+			`SELECT count(*) FROM pg_stat_activity WHERE state = 'idle' AND query LIKE 'LISTEN %' || $1 || '%'`,
+			cfg.NotifyChannel()).Scan(&n))
+		return n > 0
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !listening() {
+		require.True(t, time.Now().Before(deadline), "the listener did not LISTEN within 10s")
+		time.Sleep(10 * time.Millisecond)
+	}
+	require.NoError(t, r.stop())
+}

@@ -27,6 +27,9 @@ type listenerDeps struct {
 	wakers []*actors.Waker
 	// tail wakes the tail poll.
 	tail *actors.Waker
+	// closeWait bounds the wait for the connection's cleanup on the way
+	// out (Config.StopTimeout).
+	closeWait time.Duration
 }
 
 // listener holds one connection that LISTENs on the schema's channel and
@@ -43,7 +46,21 @@ func (l *listener) Serve(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("postrelay: listener: connect: %w", err)
 	}
-	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
+	defer func() {
+		_ = conn.Close(context.WithoutCancel(ctx))
+		// A stop interrupts the wait for a notification; pgx then closes
+		// the connection itself and sends PostgreSQL a cancel request in
+		// the background, and Close returns at once. Wait for that, as
+		// pgxpool does for its connections: a process that exits with the
+		// request in flight crashes PgBouncer before 1.21
+		// (pgbouncer/pgbouncer#801).
+		t := time.NewTimer(l.d.closeWait)
+		defer t.Stop()
+		select {
+		case <-conn.PgConn().CleanupDone():
+		case <-t.C:
+		}
+	}()
 	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{l.d.channel}.Sanitize()); err != nil {
 		return fmt.Errorf("postrelay: listener: listen: %w", err)
 	}
