@@ -268,7 +268,8 @@ func startWaitSampler(ctx context.Context, pool *pgxpool.Pool, like string) *wai
 	return s
 }
 
-// end stops the sampler and returns its counts as text, most frequent first.
+// end stops the sampler and returns its counts as text, most frequent
+// first. It may be called more than once.
 func (s *waitSampler) end() string {
 	if s == nil {
 		return ""

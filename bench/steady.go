@@ -437,6 +437,7 @@ func steadyOnce(ctx context.Context, producers *pgxpool.Pool, orders string, o o
 			sampler = startWaitSampler(ctx, producers, like)
 		}
 	})
+	defer sampler.end() // on the error paths below; end is idempotent
 	if err == nil {
 		err = walErr
 	}
@@ -542,14 +543,15 @@ func printRun(out io.Writer, r SystemRun) {
 		r.Round, r.System, r.AchievedRate, r.P50MS, r.P90MS, r.P99MS, r.MaxMS, r.FromCommitP99MS, r.AfterCommitP50MS, r.AfterCommitP99MS, r.CommitP50MS, r.CommitP99MS, r.CPUPerRecordUS, r.OwnCPUPerRecordUS, r.ProcessCPUPerRecordUS, r.Samples, walText(r))
 }
 
-// walText is a run's WAL per committed record, for its line.
+// walText is a run's WAL and heap per committed record (and its sampled
+// COMMIT waits, if any), for its line.
 func walText(r SystemRun) string {
-	if r.CommitWaits != "" {
-		return fmt.Sprintf("  WAL %.0f B / %.1f records / %.3f FPI per record, %.0f flushes per 1,000  heap %.0f B per record, %d GCs  %s",
-			r.WALBytesPerRecord, r.WALRecordsPerRecord, r.WALFPIPerRecord, r.WALSyncsPer1000, r.AllocBytesPerRecord, r.GCs, r.CommitWaits)
-	}
-	return fmt.Sprintf("  WAL %.0f B / %.1f records / %.3f FPI per record, %.0f flushes per 1,000  heap %.0f B per record, %d GCs",
+	s := fmt.Sprintf("  WAL %.0f B / %.1f records / %.3f FPI per record, %.0f flushes per 1,000  heap %.0f B per record, %d GCs",
 		r.WALBytesPerRecord, r.WALRecordsPerRecord, r.WALFPIPerRecord, r.WALSyncsPer1000, r.AllocBytesPerRecord, r.GCs)
+	if r.CommitWaits != "" {
+		s += "  " + r.CommitWaits
+	}
+	return s
 }
 
 func printSummaries(out io.Writer, rate int, ss []SystemSummary) {

@@ -212,6 +212,21 @@ func TestFetchReportsNextHeldRecord(t *testing.T) {
 	require.False(t, res.hasHeld)
 }
 
+// acquireAll leases every one of the store's first parts partitions to
+// owner for an hour and returns their epochs.
+func acquireAll(tb testing.TB, st *store, owner string, parts int) map[int]int64 {
+	tb.Helper()
+	all := make([]int32, parts)
+	for p := range all {
+		all[p] = int32(p)
+	}
+	epochs, err := st.acquire(context.Background(), owner, time.Hour, all)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return epochs
+}
+
 // newTestStore migrates a fresh schema with the given partition count and
 // returns its pool, name, config and store.
 func newTestStore(t testing.TB, partitions int) (*pgxpool.Pool, string, Config, *store) {

@@ -158,7 +158,7 @@ func TestSecondRunReturnsErrEngineStarted(t *testing.T) {
 // A stop while the listener waits for a notification ends promptly: the
 // listener waits for pgx to finish closing its connection (the cancel
 // request pgx sends on the way out, which a process must not exit in the
-// middle of behind PgBouncer before 1.21), and that wait ends with the
+// middle of behind an older PgBouncer), and that wait ends with the
 // cleanup, not at its StopTimeout bound.
 func TestStopWithTheListenerWaitingEndsWithItsConnection(t *testing.T) {
 	t.Parallel()

@@ -52,8 +52,8 @@ func (l *listener) Serve(ctx context.Context) error {
 		// the connection itself and sends PostgreSQL a cancel request in
 		// the background, and Close returns at once. Wait for that, as
 		// pgxpool does for its connections: a process that exits with the
-		// request in flight crashes PgBouncer before 1.21
-		// (pgbouncer/pgbouncer#801).
+		// request in flight can crash an older PgBouncer
+		// (pgbouncer/pgbouncer#801, Debian 12's 1.18).
 		t := time.NewTimer(l.d.closeWait)
 		defer t.Stop()
 		select {

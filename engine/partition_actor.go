@@ -467,8 +467,9 @@ func (a *partitionActor) loadLease(ctx context.Context) error {
 // (ctx's cancellation) must not cut short, bounded by timeout instead: pgx
 // closes a connection whose statement a context interrupts and sends
 // PostgreSQL a cancel request on its way out, and a process that exits or
-// is killed while such a request is in flight crashes PgBouncer before
-// 1.21 (pgbouncer/pgbouncer#801; Debian 12 ships 1.18). A rebalance stops
+// is killed while such a request is in flight can crash an older
+// PgBouncer (pgbouncer/pgbouncer#801; Debian 12 ships 1.18; README.md
+// advises 1.21 or later). A rebalance stops
 // actors that have just started, in their lease read. The caller checks
 // ctx after the statement.
 func uninterrupted(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {

@@ -91,14 +91,7 @@ func BenchmarkSmallBatches16Partitions(b *testing.B) {
 				b.Fatal(err)
 			}
 			st := newStore(pool, cfg)
-			all := make([]int32, parts)
-			for i := range all {
-				all[i] = int32(i)
-			}
-			epochs, err := st.acquire(ctx, "bench", time.Hour, all)
-			if err != nil {
-				b.Fatal(err)
-			}
+			epochs := acquireAll(b, st, "bench", parts)
 			// Keys that land in each partition.
 			keys := make([][]string, parts)
 			for i := 0; ; i++ {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"testing"
-	"time"
 
 	"github.com/postrelay/postrelay/actors"
 )
@@ -32,14 +31,7 @@ func BenchmarkTailPoll(b *testing.B) {
 				b.Fatal(err)
 			}
 			b.Cleanup(st.close)
-			all := make([]int32, parts)
-			for p := range all {
-				all[p] = int32(p)
-			}
-			epochs, err := st.acquire(ctx, "me", time.Hour, all)
-			if err != nil {
-				b.Fatal(err)
-			}
+			epochs := acquireAll(b, st, "me", parts)
 			hand := make(handoffs, parts)
 			hs := make([]*handoff, parts)
 			for p := range hs {
